@@ -1,0 +1,189 @@
+"""Binomial low-pass filters and the BlurPool family (Zhang, ICML 2019).
+
+Every strided operation is split into a dense operation followed by a blurred subsampling.
+``BlurPool2d`` is that blurred subsampling; ``MaxBlurPool2d`` replaces a strided max-pool and
+``BlurConv2d`` a strided 1x1 projection (blur and a 1x1 conv commute, so blurring first is cheaper).
+
+Padding follows the official release: ``(floor((k-1)/2), ceil((k-1)/2))`` on each axis, so the
+output is ``ceil(H / stride)`` for every filter size. A map too small for the chosen padding
+mode (reflect needs ``pad < size``, circular ``pad <= size``) is padded with ``replicate``
+instead, which is what reflection degenerates to on a 1-pixel map; this keeps tiny feature
+maps (e.g. 2x2 or 1x1 at the end of a network on a 32 px input) from crashing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+PAD_MODES: tuple[str, ...] = ("reflect", "replicate", "zero", "circular")
+_PAD_ALIASES = {"refl": "reflect", "repl": "replicate", "zeros": "zero", "constant": "zero"}
+
+__all__ = [
+    "PAD_MODES",
+    "BlurConv2d",
+    "BlurPool2d",
+    "MaxBlurPool2d",
+    "binomial_filter",
+    "blur_padding",
+    "normalize_pad_mode",
+]
+
+
+def _pair(value: int | tuple[int, int], what: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+        raise ValueError(f"{what} must be an int >= 1 or a pair of them, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def check_filter_size(filter_size: int) -> int:
+    """Validate a blur filter size (any int >= 1) and return it."""
+    if isinstance(filter_size, bool) or not isinstance(filter_size, int) or filter_size < 1:
+        raise ValueError(
+            f"filter_size must be an integer >= 1 (1 = plain subsampling, 2 = Rect-2, 3 = Tri-3, "
+            f"4 = Tri-4, 5 = Bin-5, ...), got {filter_size!r}"
+        )
+    return filter_size
+
+
+def normalize_pad_mode(pad_mode: str) -> str:
+    """Return the canonical pad mode name, accepting the official aliases ('refl', 'repl')."""
+    mode = _PAD_ALIASES.get(pad_mode, pad_mode)
+    if mode not in PAD_MODES:
+        raise ValueError(f"unknown pad_mode {pad_mode!r}; valid modes: {', '.join(PAD_MODES)}")
+    return mode
+
+
+def binomial_filter(filter_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Normalised 2-D binomial filter of shape ``(k, k)``: ``outer(a, a) / sum`` with ``a = C(k-1, i)``."""
+    k = check_filter_size(filter_size)
+    row = torch.tensor([math.comb(k - 1, i) for i in range(k)], dtype=torch.float64)
+    filt = torch.outer(row, row)
+    return (filt / filt.sum()).to(dtype)
+
+
+def blur_padding(filter_size: int) -> tuple[int, int, int, int]:
+    """Official padding ``(left, right, top, bottom)`` for a filter of size ``k``."""
+    k = check_filter_size(filter_size)
+    lo, hi = (k - 1) // 2, k // 2  # floor((k-1)/2), ceil((k-1)/2)
+    return lo, hi, lo, hi
+
+
+@torch.fx.wrap
+def blur_downsample(
+    x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[int, int, int, int], pad_mode: str
+) -> Tensor:
+    """Depthwise blur with ``filt`` (``1x1xkxk``) then subsample by ``stride``.
+
+    A leaf for ``torch.fx`` tracing: the small-map fallback below branches on the input shape.
+    """
+    sh, sw = stride
+    if filt.shape[-1] == 1:
+        return x[:, :, ::sh, ::sw]
+    h, w = x.shape[-2], x.shape[-1]
+    biggest = max(pads)
+    mode = pad_mode
+    if mode == "reflect" and (biggest >= h or biggest >= w):
+        mode = "replicate"
+    elif mode == "circular" and (biggest > h or biggest > w):
+        mode = "replicate"
+    if mode == "zero":
+        x = F.pad(x, pads, mode="constant", value=0.0)
+    else:
+        x = F.pad(x, pads, mode=mode)
+    channels = x.shape[1]
+    weight = filt.to(dtype=x.dtype).expand(channels, 1, filt.shape[-2], filt.shape[-1])
+    return F.conv2d(x, weight, stride=stride, groups=channels)
+
+
+class BlurPool2d(nn.Module):
+    """Blur with a ``k x k`` binomial filter, then subsample by ``stride``.
+
+    Args:
+        channels: informational only; the layer works with any channel count at run time.
+        filter_size: binomial filter size ``k >= 1`` (1 = plain subsampling).
+        stride: int or ``(sh, sw)``.
+        pad_mode: ``reflect`` (official default), ``replicate``, ``zero`` or ``circular``.
+
+    The filter is a non-persistent buffer: nothing is added to the state dict.
+    """
+
+    def __init__(
+        self,
+        channels: int | None = None,
+        filter_size: int = 4,
+        stride: int | tuple[int, int] = 2,
+        pad_mode: str = "reflect",
+    ) -> None:
+        super().__init__()
+        self.channels = channels
+        self.filter_size = check_filter_size(filter_size)
+        self.stride = _pair(stride, "stride")
+        self.pad_mode = normalize_pad_mode(pad_mode)
+        self.pads = blur_padding(self.filter_size)
+        self.register_buffer("filt", binomial_filter(self.filter_size)[None, None], persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return blur_downsample(x, self.filt, self.stride, self.pads, self.pad_mode)
+
+    def extra_repr(self) -> str:
+        chans = f"channels={self.channels}, " if self.channels is not None else ""
+        return f"{chans}filter_size={self.filter_size}, stride={self.stride}, pad_mode={self.pad_mode!r}"
+
+
+class MaxBlurPool2d(nn.Module):
+    """Dense max-pool (stride 1) followed by ``BlurPool2d`` ("MaxBlurPool").
+
+    ``kernel_size``/``padding`` are those of the dense max-pool: the official ResNet stem uses
+    ``kernel_size=2, padding=0``, VGG ``2, 0``, DenseNet ``3, 1``, AlexNet ``3, 0``.
+    """
+
+    def __init__(
+        self,
+        channels: int | None = None,
+        kernel_size: int = 2,
+        stride: int | tuple[int, int] = 2,
+        padding: int = 0,
+        filter_size: int = 4,
+        pad_mode: str = "reflect",
+    ) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.padding = padding
+        self.blur = BlurPool2d(channels, filter_size=filter_size, stride=stride, pad_mode=pad_mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.max_pool2d(x, self.kernel_size, stride=1, padding=self.padding)
+        return self.blur(x)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, padding={self.padding}"
+
+
+class BlurConv2d(nn.Conv2d):
+    """A stride-1 convolution applied after a ``BlurPool2d``: the anti-aliased strided projection.
+
+    It *is* an ``nn.Conv2d`` (same ``weight``/``bias`` parameters), so it takes the place of a
+    torchvision ``conv1x1(stride=2)`` without changing state-dict keys.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int | tuple[int, int] = 2,
+        bias: bool = False,
+        filter_size: int = 4,
+        pad_mode: str = "reflect",
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride=1, padding=kernel_size // 2, bias=bias)
+        self.blur = BlurPool2d(in_channels, filter_size=filter_size, stride=stride, pad_mode=pad_mode)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(self.blur(x), self.weight, self.bias)

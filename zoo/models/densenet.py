@@ -1,0 +1,151 @@
+"""DenseNet (121/161/169/201) with BlurPool: the stem max-pool becomes MaxPool(3, s=1) + BlurPool,
+each transition's AvgPool(2, 2) becomes BlurPool(2). Keys are torchvision's."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from zoo.layers import BlurPool2d, MaxBlurPool2d
+from zoo.models._head import make_global_pool, make_linear
+from zoo.models._interface import ZooModel, checkpoint_seq
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "densenet121": dict(growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64),
+    "densenet161": dict(growth_rate=48, block_config=(6, 12, 36, 24), num_init_features=96),
+    "densenet169": dict(growth_rate=32, block_config=(6, 12, 32, 32), num_init_features=64),
+    "densenet201": dict(growth_rate=32, block_config=(6, 12, 48, 32), num_init_features=64),
+}
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, in_chs: int, growth_rate: int, bn_size: int, drop_rate: float) -> None:
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(in_chs)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(in_chs, bn_size * growth_rate, 1, bias=False)
+        self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, 3, padding=1, bias=False)
+        self.drop_rate = drop_rate
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv1(self.relu1(self.norm1(x)))
+        out = self.conv2(self.relu2(self.norm2(out)))
+        if self.drop_rate > 0.0:
+            out = F.dropout(out, p=self.drop_rate, training=self.training)
+        return out
+
+
+class DenseBlock(nn.ModuleDict):
+    def __init__(self, num_layers: int, in_chs: int, bn_size: int, growth_rate: int, drop_rate: float) -> None:
+        super().__init__()
+        for i in range(num_layers):
+            self.add_module(f"denselayer{i + 1}", DenseLayer(in_chs + i * growth_rate, growth_rate, bn_size, drop_rate))
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = [x]
+        for layer in self.values():
+            features.append(layer(torch.cat(features, 1)))
+        return torch.cat(features, 1)
+
+
+class DenseNet(ZooModel):
+    """DenseNet family; ``filter_size=None`` is torchvision's model, an int the anti-aliased one.
+
+    ``drop_rate`` is the dense layers' dropout (torchvision's ``drop_rate``).
+    """
+
+    first_conv = "features.conv0"
+    classifier_name = "classifier"
+
+    def __init__(
+        self,
+        arch: str = "densenet121",
+        growth_rate: int = 32,
+        block_config: tuple[int, ...] = (6, 12, 24, 16),
+        num_init_features: int = 64,
+        bn_size: int = 4,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        global_pool: str = "avg",
+        filter_size: int | None = 4,
+        pad_mode: str = "reflect",
+        aa_stem: bool = False,
+    ) -> None:
+        super().__init__(arch, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
+        aa = filter_size is not None
+        stem: list[tuple[str, nn.Module]] = [
+            ("conv0", nn.Conv2d(in_chans, num_init_features, 7, stride=1 if aa_stem else 2, padding=3, bias=False)),
+            ("norm0", nn.BatchNorm2d(num_init_features)),
+            ("relu0", nn.ReLU(inplace=True)),
+        ]
+        if aa_stem:
+            stem.append(("aa0", BlurPool2d(num_init_features, filter_size, 2, self.pad_mode)))
+        if aa:
+            stem.append(("pool0", MaxBlurPool2d(num_init_features, 3, 2, 1, filter_size, self.pad_mode)))
+        else:
+            stem.append(("pool0", nn.MaxPool2d(3, 2, 1)))
+        self.features = nn.Sequential(OrderedDict(stem))
+        self.feature_info = [dict(num_chs=num_init_features, reduction=2, module=f"features.{stem[-2][0]}")]
+        chans, reduction = num_init_features, 4
+        for i, depth in enumerate(block_config):
+            self.features.add_module(f"denseblock{i + 1}", DenseBlock(depth, chans, bn_size, growth_rate, drop_rate))
+            chans += depth * growth_rate
+            if i < len(block_config) - 1:
+                self.feature_info.append(dict(num_chs=chans, reduction=reduction, module=f"features.denseblock{i + 1}"))
+                pool = BlurPool2d(chans // 2, filter_size, 2, self.pad_mode) if aa else nn.AvgPool2d(2, 2)
+                transition = nn.Sequential(
+                    OrderedDict(
+                        norm=nn.BatchNorm2d(chans),
+                        relu=nn.ReLU(inplace=True),
+                        conv=nn.Conv2d(chans, chans // 2, 1, bias=False),
+                        pool=pool,
+                    )
+                )
+                self.features.add_module(f"transition{i + 1}", transition)
+                chans //= 2
+                reduction *= 2
+        self.features.add_module("norm5", nn.BatchNorm2d(chans))
+        self.features.add_module("relu5", nn.ReLU(inplace=True))  # torchvision's F.relu after features
+        self.feature_info.append(dict(num_chs=chans, reduction=reduction, module="features.relu5"))
+        self.num_features = self.head_hidden_size = chans
+        self.global_pool = make_global_pool(global_pool)
+        self.classifier = make_linear(chans * self.global_pool.feat_mult(), num_classes)
+        # aa: every stride is padded to ceil(H/2); baseline: three AvgPool(2, 2) need an 8x8 map after the stem
+        self.min_input_size = 1 if aa else 29
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def trunk(self) -> list[tuple[str, nn.Module]]:
+        return [(f"features.{name}", m) for name, m in self.features.named_children()]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        self._check(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.features, x)
+        return self.features(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.global_pool(x)
+        return x if pre_logits else self.classifier(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = make_global_pool(global_pool)
+        self.classifier = make_linear(self.num_features * self.global_pool.feat_mult(), num_classes)

@@ -1,0 +1,194 @@
+"""ResNet, ResNeXt and Wide ResNet with BlurPool at every downsampling point.
+
+Placement (official release): the stem conv stays strided (unless ``aa_stem``), the stem
+max-pool becomes MaxPool(2, s=1) + BlurPool; a strided block runs its 3x3 conv at stride 1 and
+blurs after the following ReLU; the projection shortcut blurs before its 1x1 conv.
+State-dict keys are torchvision's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from zoo.layers import BlurConv2d, BlurPool2d, MaxBlurPool2d
+from zoo.models._head import make_global_pool, make_linear
+from zoo.models._interface import ZooModel, blur_or_identity, checkpoint_seq
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "resnet18": dict(block="basic", layers=(2, 2, 2, 2)),
+    "resnet34": dict(block="basic", layers=(3, 4, 6, 3)),
+    "resnet50": dict(block="bottleneck", layers=(3, 4, 6, 3)),
+    "resnet101": dict(block="bottleneck", layers=(3, 4, 23, 3)),
+    "resnet152": dict(block="bottleneck", layers=(3, 8, 36, 3)),
+    "resnext50_32x4d": dict(block="bottleneck", layers=(3, 4, 6, 3), groups=32, width_per_group=4),
+    "resnext101_32x8d": dict(block="bottleneck", layers=(3, 4, 23, 3), groups=32, width_per_group=8),
+    "resnext101_64x4d": dict(block="bottleneck", layers=(3, 4, 23, 3), groups=64, width_per_group=4),
+    "wide_resnet50_2": dict(block="bottleneck", layers=(3, 4, 6, 3), width_per_group=128),
+    "wide_resnet101_2": dict(block="bottleneck", layers=(3, 4, 23, 3), width_per_group=128),
+}
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int,
+        downsample: nn.Module | None,
+        groups: int,
+        base_width: int,
+        filter_size: int | None,
+        pad_mode: str,
+    ) -> None:
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock only supports groups=1 and width_per_group=64")
+        dense_stride = 1 if filter_size is not None else stride
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=dense_stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.aa = blur_or_identity(planes, filter_size, stride, pad_mode)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.aa(self.relu(self.bn1(self.conv1(x))))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + shortcut)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int,
+        downsample: nn.Module | None,
+        groups: int,
+        base_width: int,
+        filter_size: int | None,
+        pad_mode: str,
+    ) -> None:
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        dense_stride = 1 if filter_size is not None else stride
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=dense_stride, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.aa = blur_or_identity(width, filter_size, stride, pad_mode)
+        self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.aa(self.relu(self.bn2(self.conv2(out))))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + shortcut)
+
+
+_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNet(ZooModel):
+    """ResNet family; ``filter_size=None`` is torchvision's model, an int the anti-aliased one."""
+
+    first_conv = "conv1"
+    classifier_name = "fc"
+
+    def __init__(
+        self,
+        arch: str = "resnet50",
+        block: str = "bottleneck",
+        layers: tuple[int, ...] = (3, 4, 6, 3),
+        groups: int = 1,
+        width_per_group: int = 64,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        global_pool: str = "avg",
+        filter_size: int | None = 4,
+        pad_mode: str = "reflect",
+        aa_stem: bool = False,
+    ) -> None:
+        super().__init__(arch, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
+        block_cls = _BLOCKS[block]
+        aa = filter_size is not None
+        self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=1 if aa_stem else 2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.stem_aa = BlurPool2d(64, filter_size, 2, self.pad_mode) if aa_stem else nn.Identity()
+        if aa:
+            self.maxpool: nn.Module = MaxBlurPool2d(64, kernel_size=2, filter_size=filter_size, pad_mode=self.pad_mode)
+        else:
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.feature_info = [dict(num_chs=64, reduction=2, module="stem_aa" if aa_stem else "relu")]
+        inplanes = 64
+        for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), layers)):
+            stride = 1 if i == 0 else 2
+            out = planes * block_cls.expansion
+            downsample = None
+            if stride != 1 or inplanes != out:
+                if aa and stride != 1:
+                    conv: nn.Module = BlurConv2d(inplanes, out, 1, stride, filter_size=filter_size, pad_mode=self.pad_mode)
+                else:
+                    conv = nn.Conv2d(inplanes, out, 1, stride=stride, bias=False)
+                downsample = nn.Sequential(conv, nn.BatchNorm2d(out))
+            blocks = [block_cls(inplanes, planes, stride, downsample, groups, width_per_group, filter_size, self.pad_mode)]
+            blocks += [
+                block_cls(out, planes, 1, None, groups, width_per_group, filter_size, self.pad_mode)
+                for _ in range(1, depth)
+            ]
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            inplanes = out
+            self.feature_info.append(dict(num_chs=out, reduction=4 * 2**i, module=f"layer{i + 1}"))
+        self.num_features = self.head_hidden_size = inplanes
+        self.global_pool = make_global_pool(global_pool)
+        self.fc = make_linear(self.num_features * self.global_pool.feat_mult(), num_classes)
+        self.min_input_size = 3 if aa else 1  # MaxPool(2, s=1) needs a 2x2 map after the strided stem
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def trunk(self) -> list[tuple[str, nn.Module]]:
+        names = ["conv1", "bn1", "relu", "stem_aa", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+        return [(n, getattr(self, n)) for n in names]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        self._check(x)
+        x = self.maxpool(self.stem_aa(self.relu(self.bn1(self.conv1(x)))))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+                x = checkpoint_seq(layer, x)
+            return x
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.global_pool(x)
+        if self.drop_rate > 0.0:
+            x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = make_global_pool(global_pool)
+        self.fc = make_linear(self.num_features * self.global_pool.feat_mult(), num_classes)

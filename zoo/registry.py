@@ -1,0 +1,88 @@
+"""The one table of model names: ``{arch}`` (torchvision baseline twin) and ``{arch}_aa{K}``."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from zoo.models import densenet, mobilenet, resnet, vgg
+from zoo.models._interface import ZooModel
+
+FILTER_SIZES: tuple[int, ...] = (2, 3, 4, 5)
+DEFAULT_FILTER_SIZE = 4
+_FAMILIES: dict[str, tuple[type[ZooModel] | None, dict[str, dict[str, Any]]]] = {
+    "resnet": (resnet.ResNet, resnet.VARIANTS),
+    "vgg": (vgg.VGG, vgg.VARIANTS),
+    "densenet": (densenet.DenseNet, densenet.VARIANTS),
+    "mobilenet": (None, mobilenet.VARIANTS),
+}
+_AA_NAME = re.compile(r"^(?P<arch>.+)_aa(?P<k>\d+)$")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered name: its architecture, family class, variant kwargs and filter size."""
+
+    name: str
+    arch: str
+    family: str
+    cls: type[ZooModel]
+    variant: dict[str, Any] = field(hash=False)
+    filter_size: int | None
+
+    @property
+    def antialiased(self) -> bool:
+        return self.filter_size is not None
+
+
+def _build_table() -> dict[str, ModelEntry]:
+    table: dict[str, ModelEntry] = {}
+    for family, (family_cls, variants) in _FAMILIES.items():
+        for arch, variant in variants.items():
+            variant = dict(variant)
+            cls = variant.pop("cls", family_cls)
+            for k in (None, *FILTER_SIZES):
+                name = arch if k is None else f"{arch}_aa{k}"
+                table[name] = ModelEntry(name, arch, family, cls, variant, k)
+    return table
+
+
+REGISTRY: dict[str, ModelEntry] = _build_table()
+ARCHS: tuple[str, ...] = tuple(dict.fromkeys(e.arch for e in REGISTRY.values()))
+
+
+def list_models(pattern: str | None = None, antialiased: bool | None = None) -> list[str]:
+    """Registered names, optionally filtered by a glob ``pattern`` and by being anti-aliased."""
+    names = [n for n, e in REGISTRY.items() if antialiased is None or e.antialiased == antialiased]
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return sorted(names)
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; ``arch_aaK`` with any ``K >= 1`` resolves too.
+
+    Raises ``KeyError``-compatible ``UnknownModelError`` naming the closest registered names.
+    """
+    if name in REGISTRY:
+        return REGISTRY[name]
+    match = _AA_NAME.match(name)
+    if match and match["arch"] in ARCHS and int(match["k"]) >= 1:
+        base = REGISTRY[match["arch"]]
+        return ModelEntry(name, base.arch, base.family, base.cls, base.variant, int(match["k"]))
+    close = difflib.get_close_matches(name, list(REGISTRY), n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UnknownModelError(
+        f"unknown model {name!r}{hint} (architectures: {', '.join(ARCHS)}; "
+        f"append _aaK for the anti-aliased model with filter size K, e.g. resnet50_aa4)"
+    )
+
+
+class UnknownModelError(KeyError, ValueError):
+    """An unregistered model name."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])

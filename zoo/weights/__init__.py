@@ -1,0 +1,1 @@
+"""Pretrained weights: manifest, sources, cache and state-dict conversion."""

@@ -1,0 +1,42 @@
+"""State-dict conversion between the official release, torchvision and the zoo, driven by the
+key-rename tables in ``keymaps/`` (data, not code)."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+from torch import Tensor
+
+KEYMAP_DIR = Path(__file__).with_name("keymaps")
+
+
+@cache
+def _keymap(source: str) -> dict:
+    path = KEYMAP_DIR / f"{source}.json"
+    if not path.is_file():
+        valid = ", ".join(p.stem for p in KEYMAP_DIR.glob("*.json"))
+        raise ValueError(f"no key map for source {source!r}; available: {valid}")
+    return json.loads(path.read_text())
+
+
+def rename_keys(state_dict: dict[str, Tensor], arch: str, source: str = "official") -> dict[str, Tensor]:
+    """Rewrite the keys of a ``source``-format state dict of ``arch`` into zoo (torchvision) keys."""
+    keymap = _keymap(source)
+    if arch not in keymap["archs"]:
+        raise ValueError(f"no {source} key map for {arch!r}; covered: {', '.join(sorted(keymap['archs']))}")
+    table = keymap["tables"][keymap["archs"][arch]]
+    drop = [re.compile(p) for p in table.get("drop", [])]
+    rules = [(re.compile(p), r) for p, r in table.get("rename", [])]
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if any(p.search(key) for p in drop):
+            continue
+        for pattern, replacement in rules:
+            if pattern.search(key):
+                key = pattern.sub(replacement, key, count=1)
+                break
+        out[key] = value
+    return out
