@@ -16,7 +16,9 @@ def _model_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> dict[str, Any]:
     accepted = set(inspect.signature(entry.cls.__init__).parameters) - {"self", "arch"} - set(entry.variant)
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise TypeError(f"{entry.name}: unexpected argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(accepted))}")
+        raise TypeError(
+            f"{entry.name}: unexpected argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(accepted))}"
+        )
     if not entry.antialiased and ("filter_size" in kwargs or kwargs.get("aa_stem")):
         raise ValueError(
             f"{entry.name} is the torchvision baseline (no blur); use {entry.arch}_aa4 or another "

@@ -14,7 +14,7 @@ def make_global_pool(global_pool: str) -> SelectAdaptivePool2d:
     """timm's selectable global pool (flattening); ``''`` passes the feature map through."""
     if global_pool not in GLOBAL_POOLS:
         raise ValueError(f"unknown global_pool {global_pool!r}; valid: {', '.join(map(repr, GLOBAL_POOLS))}")
-    return SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+    return SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
 
 
 def make_linear(in_features: int, num_classes: int) -> nn.Module:

@@ -26,15 +26,34 @@ def check_input(x: Tensor, in_chans: int, min_size: int, name: str) -> None:
         )
     h, w = x.shape[-2], x.shape[-1]
     if h < min_size or w < min_size:
-        raise ValueError(
-            f"input of {h}x{w} pixels is too small for {name}: the minimum is {min_size}x{min_size}"
-        )
+        raise ValueError(f"input of {h}x{w} pixels is too small for {name}: the minimum is {min_size}x{min_size}")
+
+
+def _is_inplace(module: nn.Module) -> bool:
+    first = module[0] if isinstance(module, nn.Sequential) and len(module) else module
+    return bool(getattr(first, "inplace", False))
+
+
+def _run_all(modules: list[nn.Module], x: Tensor) -> Tensor:
+    for module in modules:
+        x = module(x)
+    return x
 
 
 def checkpoint_seq(modules: nn.Sequential, x: Tensor) -> Tensor:
-    """Run a Sequential with activation checkpointing around each child (training memory saver)."""
+    """Run a Sequential with activation checkpointing (training memory saver).
+
+    Children are checkpointed in segments; an in-place activation joins the segment of the
+    layer before it, since it would overwrite that segment's output otherwise.
+    """
+    segments: list[list[nn.Module]] = []
     for module in modules:
-        x = checkpoint(module, x, use_reentrant=False)
+        if segments and _is_inplace(module):
+            segments[-1].append(module)
+        else:
+            segments.append([module])
+    for segment in segments:
+        x = checkpoint(_run_all, segment, x, use_reentrant=False)
     return x
 
 
@@ -123,6 +142,10 @@ class ZooModel(nn.Module):
     def default_cfg(self) -> dict[str, Any]:
         """Alias of ``pretrained_cfg`` (timm's older name)."""
         return self.pretrained_cfg
+
+    @default_cfg.setter
+    def default_cfg(self, cfg: dict[str, Any]) -> None:  # timm's builder assigns both names
+        self.pretrained_cfg = cfg
 
     @property
     def antialiased(self) -> bool:

@@ -7,8 +7,9 @@ The stem conv stays strided unless ``aa_stem``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -83,7 +84,7 @@ class _MobileNet(MlpHeadModel):
 class InvertedResidualV2(nn.Module):
     def __init__(self, in_chs: int, out_chs: int, stride: int, expand: int, filter_size: int | None, pad_mode: str):
         super().__init__()
-        hidden = int(round(in_chs * expand))
+        hidden = round(in_chs * expand)
         self.use_res_connect = stride == 1 and in_chs == out_chs
         norm = nn.BatchNorm2d
         layers: list[nn.Module] = []
@@ -101,7 +102,15 @@ class InvertedResidualV2(nn.Module):
 
 
 # (expand t, channels c, repeats n, stride s)
-_V2_SETTING = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+_V2_SETTING = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
 
 
 class MobileNetV2(_MobileNet):
@@ -125,7 +134,9 @@ class MobileNetV2(_MobileNet):
         chans = make_divisible(32 * width_mult)
         last = make_divisible(1280 * max(1.0, width_mult))
         stem_filter = filter_size if aa_stem else None
-        layers: list[nn.Module] = [conv_bn_act(in_chans, chans, 3, 2, nn.BatchNorm2d, nn.ReLU6, 1, stem_filter, self.pad_mode)]
+        layers: list[nn.Module] = [
+            conv_bn_act(in_chans, chans, 3, 2, nn.BatchNorm2d, nn.ReLU6, 1, stem_filter, self.pad_mode)
+        ]
         self._record(0, chans, 2)
         reduction = 2
         for t, c, n, s in _V2_SETTING:
@@ -145,8 +156,15 @@ class MobileNetV2(_MobileNet):
 
 
 class InvertedResidualV3(nn.Module):
-    def __init__(self, cfg: tuple[int, ...], act: Callable[..., nn.Module], use_se: bool, norm: Callable[..., nn.Module],
-                 filter_size: int | None, pad_mode: str):  # fmt: skip
+    def __init__(
+        self,
+        cfg: tuple[int, ...],
+        act: Callable[..., nn.Module],
+        use_se: bool,
+        norm: Callable[..., nn.Module],
+        filter_size: int | None,
+        pad_mode: str,
+    ) -> None:
         super().__init__()
         in_chs, kernel, hidden, out_chs, stride = cfg
         self.use_res_connect = stride == 1 and in_chs == out_chs
@@ -204,7 +222,9 @@ class MobileNetV3(_MobileNet):
         acts = {"RE": nn.ReLU, "HS": nn.Hardswish}
         chans = make_divisible(setting[0][0] * width_mult)
         stem_filter = filter_size if aa_stem else None
-        layers: list[nn.Module] = [conv_bn_act(in_chans, chans, 3, 2, norm, nn.Hardswish, 1, stem_filter, self.pad_mode)]
+        layers: list[nn.Module] = [
+            conv_bn_act(in_chans, chans, 3, 2, norm, nn.Hardswish, 1, stem_filter, self.pad_mode)
+        ]
         self._record(0, chans, 2)
         reduction = 2
         for in_c, kernel, exp, out, se, act, stride in setting:

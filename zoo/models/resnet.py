@@ -142,11 +142,15 @@ class ResNet(ZooModel):
             downsample = None
             if stride != 1 or inplanes != out:
                 if aa and stride != 1:
-                    conv: nn.Module = BlurConv2d(inplanes, out, 1, stride, filter_size=filter_size, pad_mode=self.pad_mode)
+                    conv: nn.Module = BlurConv2d(
+                        inplanes, out, 1, stride, filter_size=filter_size, pad_mode=self.pad_mode
+                    )
                 else:
                     conv = nn.Conv2d(inplanes, out, 1, stride=stride, bias=False)
                 downsample = nn.Sequential(conv, nn.BatchNorm2d(out))
-            blocks = [block_cls(inplanes, planes, stride, downsample, groups, width_per_group, filter_size, self.pad_mode)]
+            blocks = [
+                block_cls(inplanes, planes, stride, downsample, groups, width_per_group, filter_size, self.pad_mode)
+            ]
             blocks += [
                 block_cls(out, planes, 1, None, groups, width_per_group, filter_size, self.pad_mode)
                 for _ in range(1, depth)
