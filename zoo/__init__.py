@@ -5,9 +5,12 @@
 >>> baseline = zoo.create("resnet50")           # its torchvision twin
 """
 
+from zoo import timm_bridge as _timm_bridge  # noqa: F401  (registers the *_aaK models with timm)
 from zoo.builder import create
 from zoo.layers import BlurConv2d, BlurPool2d, MaxBlurPool2d, binomial_filter
+from zoo.preprocess import label_names, transforms
 from zoo.registry import UnknownModelError, list_models
+from zoo.weights import WeightsUnavailableError
 
 __version__ = "0.1.0"
 
@@ -16,8 +19,11 @@ __all__ = [
     "BlurPool2d",
     "MaxBlurPool2d",
     "UnknownModelError",
+    "WeightsUnavailableError",
+    "__version__",
     "binomial_filter",
     "create",
+    "label_names",
     "list_models",
-    "__version__",
+    "transforms",
 ]

@@ -9,29 +9,92 @@ output is ``ceil(H / stride)`` for every filter size. A map too small for the ch
 mode (reflect needs ``pad < size``, circular ``pad <= size``) is padded with ``replicate``
 instead, which is what reflection degenerates to on a 1-pixel map; this keeps tiny feature
 maps (e.g. 2x2 or 1x1 at the end of a network on a 32 px input) from crashing.
+
+Implementations (``BLUR_MODES``), all with the reference outputs up to float rounding (<= 1e-6):
+
+* ``"fast"`` (default): CPU float32/float64 use two banded GEMMs with the padding folded in
+  (see :mod:`zoo.layers.blur_fast`) and a dense max from shifted slices; other devices and
+  dtypes use the reference ops (cuDNN's depthwise convolution is the fast GPU path).
+* ``"reference"``: pad, depthwise ``conv2d``, ``max_pool2d``: the straightforward implementation.
+* ``"compiled"``: the separable blur compiled by ``torch.compile`` into one fused loop (needs a
+  C++ compiler on CPU; compiles once per input shape).
+
+Select one globally with ``set_blur_mode("compiled")`` (or the ``ZOO_BLUR_MODE`` environment
+variable, or the ``blur_mode(...)`` context manager), or per layer with ``impl=...``. Inside
+``torch.compile(model)`` every blur layer traces the slice formulation, without graph breaks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from collections.abc import Iterator
 
 import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.layers import blur_fast
+
 PAD_MODES: tuple[str, ...] = ("reflect", "replicate", "zero", "circular")
 _PAD_ALIASES = {"refl": "reflect", "repl": "replicate", "zeros": "zero", "constant": "zero"}
 
 __all__ = [
+    "BLUR_MODES",
     "PAD_MODES",
     "BlurConv2d",
     "BlurPool2d",
     "MaxBlurPool2d",
     "binomial_filter",
+    "blur_mode",
     "blur_padding",
+    "get_blur_mode",
     "normalize_pad_mode",
+    "set_blur_mode",
 ]
+
+BLUR_MODES: tuple[str, ...] = ("fast", "reference", "compiled")
+
+
+def check_blur_mode(mode: str) -> str:
+    """Validate a blur implementation name and return it."""
+    if mode not in BLUR_MODES:
+        raise ValueError(f"unknown blur mode {mode!r}; valid modes: {', '.join(BLUR_MODES)}")
+    return mode
+
+
+_MODE = [check_blur_mode(os.environ.get("ZOO_BLUR_MODE", "fast") or "fast")]
+
+
+def get_blur_mode() -> str:
+    """The global blur implementation used by layers built with ``impl=None``."""
+    return _MODE[0]
+
+
+def set_blur_mode(mode: str) -> str:
+    """Set the global blur implementation (``fast``, ``reference`` or ``compiled``); returns the old one."""
+    old, _MODE[0] = _MODE[0], check_blur_mode(mode)
+    return old
+
+
+@contextlib.contextmanager
+def blur_mode(mode: str) -> Iterator[None]:
+    """Context manager: run the enclosed code with the given global blur implementation."""
+    old = set_blur_mode(mode)
+    try:
+        yield
+    finally:
+        set_blur_mode(old)
+
+
+def _layer_mode(impl: str | None) -> str:
+    if torch.jit.is_scripting():  # no global state or torch.compile in TorchScript
+        mode = "fast" if impl is None or impl == "compiled" else impl
+    else:
+        mode = _MODE[0] if impl is None else impl
+    return mode
 
 
 def _pair(value: int | tuple[int, int], what: str) -> tuple[int, int]:
@@ -74,24 +137,18 @@ def blur_padding(filter_size: int) -> tuple[int, int, int, int]:
     return lo, hi, lo, hi
 
 
-@torch.fx.wrap
-def blur_downsample(
+def _use_fast_kernels(x: Tensor) -> bool:
+    return x.device.type == "cpu" and (x.dtype == torch.float32 or x.dtype == torch.float64) and x.dim() == 4
+
+
+def blur_reference(
     x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[int, int, int, int], pad_mode: str
 ) -> Tensor:
-    """Depthwise blur with ``filt`` (``1x1xkxk``) then subsample by ``stride``.
-
-    A leaf for ``torch.fx`` tracing: the small-map fallback below branches on the input shape.
-    """
+    """The straightforward implementation: pad, then depthwise ``conv2d`` with ``filt`` at ``stride``."""
     sh, sw = stride
     if filt.shape[-1] == 1:
         return x[:, :, ::sh, ::sw]
-    h, w = x.shape[-2], x.shape[-1]
-    biggest = max(pads)
-    mode = pad_mode
-    if mode == "reflect" and (biggest >= h or biggest >= w):
-        mode = "replicate"
-    elif mode == "circular" and (biggest > h or biggest > w):
-        mode = "replicate"
+    mode = blur_fast.resolve_pad_mode(pad_mode, pads, x.shape[-2], x.shape[-1])
     if mode == "zero":
         x = F.pad(x, pads, mode="constant", value=0.0)
     else:
@@ -99,6 +156,60 @@ def blur_downsample(
     channels = x.shape[1]
     weight = filt.to(dtype=x.dtype).expand(channels, 1, filt.shape[-2], filt.shape[-1])
     return F.conv2d(x, weight, stride=stride, groups=channels)
+
+
+_COMPILED: dict = {}
+
+
+def _run_compiled(name: str, *args):  # type: ignore[no-untyped-def]
+    """Run ``blur_fast.<name>`` through ``torch.compile`` (compiled once, specialised per shape)."""
+    fn = _COMPILED.get(name)
+    if fn is None:
+        fn = _COMPILED[name] = torch.compile(getattr(blur_fast, name), dynamic=False)
+    with blur_fast.recompile_limit(64):
+        return fn(*args)
+
+
+@torch.fx.wrap
+def blur_downsample(
+    x: Tensor,
+    filt: Tensor,
+    stride: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    pad_mode: str,
+    impl: str = "fast",
+) -> Tensor:
+    """Blur with ``filt`` (``1x1xkxk``, separable and normalised) then subsample by ``stride``.
+
+    ``impl`` is one of ``BLUR_MODES``; every implementation gives the reference outputs. A leaf for
+    ``torch.fx`` tracing: the small-map fallback below branches on the input shape.
+    """
+    if impl == "reference" or filt.shape[-1] == 1:
+        return blur_reference(x, filt, stride, pads, pad_mode)
+    mode = blur_fast.resolve_pad_mode(pad_mode, pads, x.shape[-2], x.shape[-1])
+    if not torch.jit.is_scripting():
+        if torch.compiler.is_compiling():  # inside torch.compile(model): trace the fusable form
+            return blur_fast.blur_slices(x, filt, stride, pads, mode)
+        if impl == "compiled":
+            return _run_compiled("blur_slices", x, filt, stride, pads, mode)
+    if _use_fast_kernels(x):
+        return blur_fast.blur_matmul(x, filt, stride, pads, mode)
+    return blur_reference(x, filt, stride, pads, pad_mode)
+
+
+@torch.fx.wrap
+def dense_max_pool(x: Tensor, kernel_size: int, padding: int, impl: str = "fast") -> Tensor:
+    """``max_pool2d(x, kernel_size, stride=1, padding)``; shifted-slice maxima unless ``impl="reference"``."""
+    if impl == "reference" or not _use_fast_kernels(x):
+        return F.max_pool2d(x, kernel_size, stride=1, padding=padding)
+    return blur_fast.dense_max(x, kernel_size, padding)
+
+
+def _compiled_max_blur(x: Tensor, kernel_size: int, padding: int, blur: BlurPool2d) -> Tensor:
+    if torch.compiler.is_compiling():
+        args = (x, kernel_size, padding, blur.filt, blur.stride, blur.pads, blur.pad_mode)
+        return blur_fast.max_blur_slices(*args)
+    return _run_compiled("max_blur_slices", x, kernel_size, padding, blur.filt, blur.stride, blur.pads, blur.pad_mode)
 
 
 class BlurPool2d(nn.Module):
@@ -109,6 +220,7 @@ class BlurPool2d(nn.Module):
         filter_size: binomial filter size ``k >= 1`` (1 = plain subsampling).
         stride: int or ``(sh, sw)``.
         pad_mode: ``reflect`` (official default), ``replicate``, ``zero`` or ``circular``.
+        impl: ``fast``, ``reference`` or ``compiled``; ``None`` follows ``get_blur_mode()``.
 
     The filter is a non-persistent buffer: nothing is added to the state dict.
     """
@@ -119,9 +231,11 @@ class BlurPool2d(nn.Module):
         filter_size: int = 4,
         stride: int | tuple[int, int] = 2,
         pad_mode: str = "reflect",
+        impl: str | None = None,
     ) -> None:
         super().__init__()
         self.channels = channels
+        self.impl = None if impl is None else check_blur_mode(impl)
         self.filter_size = check_filter_size(filter_size)
         self.stride = _pair(stride, "stride")
         self.pad_mode = normalize_pad_mode(pad_mode)
@@ -129,11 +243,12 @@ class BlurPool2d(nn.Module):
         self.register_buffer("filt", binomial_filter(self.filter_size)[None, None], persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return blur_downsample(x, self.filt, self.stride, self.pads, self.pad_mode)
+        return blur_downsample(x, self.filt, self.stride, self.pads, self.pad_mode, _layer_mode(self.impl))
 
     def extra_repr(self) -> str:
         chans = f"channels={self.channels}, " if self.channels is not None else ""
-        return f"{chans}filter_size={self.filter_size}, stride={self.stride}, pad_mode={self.pad_mode!r}"
+        impl = f", impl={self.impl!r}" if self.impl is not None else ""
+        return f"{chans}filter_size={self.filter_size}, stride={self.stride}, pad_mode={self.pad_mode!r}{impl}"
 
 
 class MaxBlurPool2d(nn.Module):
@@ -151,14 +266,19 @@ class MaxBlurPool2d(nn.Module):
         padding: int = 0,
         filter_size: int = 4,
         pad_mode: str = "reflect",
+        impl: str | None = None,
     ) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.padding = padding
-        self.blur = BlurPool2d(channels, filter_size=filter_size, stride=stride, pad_mode=pad_mode)
+        self.blur = BlurPool2d(channels, filter_size=filter_size, stride=stride, pad_mode=pad_mode, impl=impl)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.max_pool2d(x, self.kernel_size, stride=1, padding=self.padding)
+        impl = _layer_mode(self.blur.impl)
+        if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only a bare is_scripting() branch)
+            if (impl == "compiled" or torch.compiler.is_compiling()) and self.blur.filter_size > 1:
+                return _compiled_max_blur(x, self.kernel_size, self.padding, self.blur)
+        x = dense_max_pool(x, self.kernel_size, self.padding, impl)
         return self.blur(x)
 
     def extra_repr(self) -> str:
@@ -181,9 +301,10 @@ class BlurConv2d(nn.Conv2d):
         bias: bool = False,
         filter_size: int = 4,
         pad_mode: str = "reflect",
+        impl: str | None = None,
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=1, padding=kernel_size // 2, bias=bias)
-        self.blur = BlurPool2d(in_channels, filter_size=filter_size, stride=stride, pad_mode=pad_mode)
+        self.blur = BlurPool2d(in_channels, filter_size=filter_size, stride=stride, pad_mode=pad_mode, impl=impl)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(self.blur(x), self.weight, self.bias)

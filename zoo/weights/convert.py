@@ -40,3 +40,108 @@ def rename_keys(state_dict: dict[str, Tensor], arch: str, source: str = "officia
                 break
         out[key] = value
     return out
+
+
+# --- whole-checkpoint conversions (used by scripts/convert_*.py and `zoo convert`) --------------
+
+_OFFICIAL_NAME = re.compile(r"^(?P<arch>.+?)_lpf(?P<k>\d+)(?P<ft>_finetune)?(?:-[0-9a-f]+)?$")
+
+
+def official_model_name(path: str | Path) -> tuple[str, bool]:
+    """``resnet50_lpf4_finetune-cad66808.pth`` -> ``("resnet50_aa4", True)`` (zoo name, fine-tuned)."""
+    stem = Path(path).name.split(".", 1)[0]
+    match = _OFFICIAL_NAME.match(stem)
+    if not match:
+        raise ValueError(
+            f"cannot infer the model from {Path(path).name!r}: expected ARCH_lpfK[_finetune][-HASH].pth "
+            "(as published), or pass the zoo model name explicitly"
+        )
+    return f"{match['arch']}_aa{match['k']}", bool(match["ft"])
+
+
+def _load_into(name: str, state: dict[str, Tensor], **kwargs):
+    from zoo.builder import create
+
+    model = create(name, **kwargs)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def convert_torchvision(source: str | Path, name: str, out_dir: str | Path) -> Path:
+    """A torchvision checkpoint file, or a weights enum such as ``"ResNet50_Weights.IMAGENET1K_V1"``
+    (downloaded by torchvision), -> a zoo folder (``model.safetensors`` + ``config.json``).
+
+    Keys are matched by name (zoo keys == torchvision keys) with ``strict=True``; ``name`` may be
+    the baseline (``resnet50``) or an anti-aliased model (``resnet50_aa4``: the blur has no weights).
+    """
+    from zoo.weights.io import load_state_dict_file, save_model_dir
+
+    text = str(source)
+    if Path(text).exists():
+        state = load_state_dict_file(text)
+        origin = Path(text).name
+    else:
+        import torchvision
+
+        enum_name, _, member = text.partition(".")
+        enum = getattr(torchvision.models, enum_name, None)
+        if enum is None or not member or not hasattr(enum, member):
+            raise ValueError(
+                f"{text!r} is neither an existing checkpoint nor a torchvision weights enum like "
+                "'ResNet50_Weights.IMAGENET1K_V1'"
+            )
+        weights = getattr(enum, member)
+        state = weights.get_state_dict(progress=True)
+        origin = weights.url
+    model = _load_into(name, state)
+    cfg = {**model.pretrained_cfg, "converted_from": origin, "license": "bsd-3-clause"}
+    return save_model_dir(model, out_dir, name=name, model_args={}, pretrained_cfg=cfg)
+
+
+def oracle_logits_diff(official_state: dict[str, Tensor], model, name: str, size: int = 64) -> float | None:
+    """Max |logits| difference between ``model`` and the ``antialiased-cnns`` oracle loaded with the
+    official state dict, on a seeded random batch; ``None`` when the oracle is not installed."""
+    try:
+        import antialiased_cnns
+    except ImportError:
+        return None
+    import torch
+
+    from zoo.registry import get_entry
+
+    entry = get_entry(name)
+    oracle = getattr(antialiased_cnns, entry.arch)(filter_size=entry.filter_size)
+    oracle.load_state_dict(official_state, strict=True)
+    oracle.eval()
+    generator = torch.Generator().manual_seed(0)
+    for side in (max(size, int(getattr(model, "min_input_size", 1))), 128, 224):
+        x = torch.randn(2, 3, side, side, generator=generator)
+        try:
+            with torch.no_grad():
+                return float((oracle(x) - model.eval()(x)).abs().max())
+        except RuntimeError:  # the oracle's reflect padding needs larger maps than the zoo's minimum
+            continue
+    raise RuntimeError(f"could not run the oracle {entry.arch} for comparison")
+
+
+def convert_official(
+    path: str | Path, out_dir: str | Path, name: str | None = None, verify: bool = True
+) -> tuple[Path, float | None]:
+    """An official release ``.pth`` -> a zoo folder, via the key-rename table.
+
+    With ``verify`` (and the oracle package installed) the logits of the converted model are
+    compared with the oracle's; a difference above 1e-4 raises ``RuntimeError``. Returns
+    ``(folder, max logits difference or None)``.
+    """
+    from zoo.registry import get_entry
+    from zoo.weights.io import load_state_dict_file, save_model_dir
+
+    name = name or official_model_name(path)[0]
+    entry = get_entry(name)
+    official = load_state_dict_file(path)
+    model = _load_into(name, rename_keys(official, entry.arch, source="official"))
+    diff = oracle_logits_diff(official, model, name) if verify else None
+    if diff is not None and diff > 1e-4:
+        raise RuntimeError(f"converted {name} differs from the oracle by {diff:.3g} in logits (tolerance 1e-4)")
+    cfg = {**model.pretrained_cfg, "converted_from": Path(path).name, "license": "cc-by-nc-sa-4.0"}
+    return save_model_dir(model, out_dir, name=name, model_args={}, pretrained_cfg=cfg), diff

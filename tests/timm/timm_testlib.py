@@ -1,0 +1,52 @@
+"""Helpers of the timm-bridge tests: model lists (one per family by default, all under ``slow``),
+small input sizes, and weights that give logits of a healthy scale."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from zoo.timm_bridge import timm_model_names
+
+FAMILY_REPS = [
+    "resnet18_aa4",
+    "vgg11_bn_aa4",
+    "densenet121_aa4",
+    "mobilenet_v2_aa4",
+    "mobilenet_v3_small_aa4",
+    "alexnet_aa4",
+]
+ALL_NAMES = timm_model_names()
+AA4_NAMES = [n for n in ALL_NAMES if n.endswith("_aa4")]
+
+
+def with_slow(default: list[str], slow: list[str]) -> list:
+    """``default`` names as plain params, the rest of ``slow`` marked ``slow``."""
+    return [*default, *(pytest.param(n, marks=pytest.mark.slow) for n in slow if n not in default)]
+
+
+def small_size(model: nn.Module, target: int = 64) -> int:
+    """A small square input the model accepts: ``target`` or its minimum rounded up to a multiple of 32."""
+    need = max(target, getattr(model, "min_input_size", 1))
+    return -(-need // 32) * 32
+
+
+def scramble(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BN statistics/affine and default-initialised linears, so outputs are O(1), not ~0
+    (a comparison of near-zero logits would pass whatever the export did)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+            elif isinstance(m, nn.Linear):
+                m.reset_parameters()
+    return model
+
+
+def rand_input(size: int, batch: int = 2, chans: int = 3, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, chans, size, size, generator=torch.Generator().manual_seed(seed))

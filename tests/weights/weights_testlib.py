@@ -1,0 +1,45 @@
+"""Helpers shared by the weights tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from zoo.weights.manifest import MANIFEST_PATH
+
+TEST_ORG = "testorg"
+TAG = "mobilenet_v2_aa4.in1k_ft"  # the smallest official model (3.5 M parameters)
+MODEL = "mobilenet_v2_aa4"
+
+
+def write_manifest(path: Path, base_url: str, **overrides: dict) -> Path:
+    """The packaged manifest with every upstream URL moved to ``{base_url}/files/NAME``;
+    ``overrides`` maps a tag to a function-free dict merged into that entry's sources by type."""
+    data = json.loads(MANIFEST_PATH.read_text())
+    for entry in data["weights"].values():
+        for src in entry["sources"]:
+            if src["type"] == "url":
+                src["url"] = f"{base_url}/files/{src['url'].rsplit('/', 1)[-1]}"
+    for tag, by_type in overrides.items():
+        for src in data["weights"][tag]["sources"]:
+            src.update(by_type.get(src["type"], {}))
+    path.write_text(json.dumps(data))
+    return path
+
+
+def hub_cache_files(root: Path) -> list[Path]:
+    """Every regular file or link under the HF cache's blobs/ and snapshots/ folders."""
+    hub_dir = root / "hf" / "hub"
+    return [
+        p
+        for p in hub_dir.rglob("*")
+        if (p.is_file() or p.is_symlink()) and ("blobs" in p.parts or "snapshots" in p.parts)
+    ]
+
+
+def logits(model: torch.nn.Module, seed: int = 0) -> torch.Tensor:
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return model.eval()(x)

@@ -1,0 +1,78 @@
+"""Peak memory of one training step, each model measured in a fresh subprocess.
+
+``tracemalloc`` does not see torch's CPU allocations, so the child process reads the kernel's
+resident-set high-water mark: it builds the model, runs one warm-up step (allocating optimizer
+state), resets ``VmHWM`` through ``/proc/self/clear_refs``, runs one more step and reports
+``VmHWM - VmRSS(before the step)``: the extra memory the step needed at its peak (activations
+saved for backward, gradients, workspace). Where ``clear_refs`` is not writable the child falls
+back to ``ru_maxrss`` (then the figure also includes the warm-up step, which peaks the same).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+_CHILD = """
+import json, sys
+from zoo.benchmark.memory import _child_step
+print(json.dumps(_child_step(*json.loads(sys.argv[1]))))
+"""
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not found in /proc/self/status")
+
+
+def _child_step(source: str, name: str, batch: int, size: int, threads: int, channels_last: bool) -> dict:
+    import gc
+    import resource
+
+    import torch
+
+    from zoo.benchmark.cases import build_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(source, name).train()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
+    y = torch.randint(0, 1000, (batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step()
+    gc.collect()
+    before = _status_kb("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        method = "VmHWM after clear_refs"
+    except OSError:
+        method = "ru_maxrss"
+    step()
+    peak = _status_kb("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"peak_step_mb": (peak - before) / 1024, "rss_before_mb": before / 1024, "method": method}
+
+
+def training_step_peak(
+    source: str, name: str, batch: int, size: int, threads: int, channels_last: bool = False, timeout: float = 600
+) -> dict:
+    """Run ``_child_step`` in a fresh interpreter and return its measurement."""
+    args = json.dumps([source, name, batch, size, threads, channels_last])
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child for {source}:{name} failed: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

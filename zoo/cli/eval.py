@@ -1,0 +1,133 @@
+"""``zoo eval``: shift-invariance metrics of zoo models on a data source; JSON + CSV + PNG output."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+import yaml
+
+__all__ = ["register"]
+
+
+def _csv_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _weights(text: str | None, models: list[str]) -> dict[str, str]:
+    if not text:
+        return {}
+    if "=" not in text:
+        if len(models) != 1:
+            raise ValueError("--weights PATH needs exactly one --models name; for several use NAME=PATH,NAME=PATH")
+        return {models[0]: text}
+    pairs = {}
+    for item in _csv_list(text):
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--weights item {item!r} must be NAME=PATH")
+        pairs[name] = path
+    return pairs
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    over: dict[str, Any] = {}
+    for item in args.set or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r} must be KEY=VALUE, e.g. features.shifts=4")
+        node = over
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    for key in ("data", "limit", "seed", "batch_size", "num_workers"):
+        value = getattr(args, key)
+        if value is not None:
+            over[key] = value
+    if args.metrics:
+        over["metrics"] = _csv_list(args.metrics)
+    return over
+
+
+def _generator(spec: str) -> Any:
+    from zoo.eval.runner import EvalModel
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        raise ValueError(f"--generator {spec!r} must be MODULE:ATTRIBUTE (an nn.Module or a factory returning one)")
+    obj = getattr(importlib.import_module(module_name), attr)
+    module = obj if hasattr(obj, "forward") else obj()
+    return EvalModel(attr, module, f"from {spec}", "generator")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from zoo.eval._dist import init_from_env, is_main
+    from zoo.eval.runner import load_config, load_models, run_eval
+
+    created = init_from_env()
+    try:
+        config = load_config(args.config, _overrides(args))
+        names = _csv_list(args.models or "")
+        if not names and not args.generator:
+            raise ValueError("give --models A,B,... (see `zoo list`) or --generator MODULE:ATTR")
+        log = print if is_main() else (lambda _msg: None)
+        models = load_models(names, args.pretrained, _weights(args.weights, names), log=log, init_seed=config["seed"])
+        models += [_generator(spec) for spec in args.generator or []]
+        run_eval(models, config, out_dir=args.out, progress=not args.no_progress, device=args.device, log=log)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="measure shift invariance (consistency, diagonal curves, feature distance, sensitivity, ...)",
+        description="Evaluate zoo models' shift invariance. Without --data it runs on the photographs shipped "
+        "in scikit-image. Under `torchrun --nproc_per_node=N` the images are split between processes.",
+    )
+    p.add_argument("--models", help="comma-separated zoo model names, e.g. resnet18,resnet18_aa4")
+    p.add_argument("--data", help="embedded (default), an ImageFolder/image dir, a glob, a .txt list, hf:NAME[:SPLIT]")
+    p.add_argument(
+        "--metrics",
+        help="comma-separated: consistency,diagonal,features,sensitivity,deformation,"
+        "smoothness,generation (default: the config's)",
+    )
+    p.add_argument("--out", default="eval_out", help="output directory for results.json, CSV and PNG (eval_out)")
+    p.add_argument("--config", help="YAML overriding zoo/eval/defaults.yaml, e.g. configs/eval/imagenet.yaml")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one config key (repeatable), e.g. --set features.shifts=4 --set consistency.protocols=[crop]",
+    )
+    p.add_argument("--limit", type=int, help="at most this many images per metric")
+    p.add_argument("--seed", type=int, help="seed of the image order and of all per-image offsets")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--workers", dest="num_workers", type=int, help="data-loader worker processes")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the model's, i.e. cpu)")
+    p.add_argument(
+        "--pretrained",
+        choices=("auto", "required", "none"),
+        default="auto",
+        help="auto: pretrained weights when obtainable, else random init with a notice; "
+        "required: fail without them; none: random init",
+    )
+    p.add_argument(
+        "--weights",
+        help="checkpoint (.safetensors, save_model_dir folder, hf-hub:org/repo) for the "
+        "one model, or NAME=PATH,NAME=PATH",
+    )
+    p.add_argument(
+        "--generator",
+        action="append",
+        metavar="MODULE:ATTR",
+        help="an image-to-image nn.Module (or factory) for the generation metric (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_eval)

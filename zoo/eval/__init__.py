@@ -1,0 +1,35 @@
+"""Shift-invariance evaluation: the literature's metrics over a model and a stream of image batches.
+
+Every metric takes ``(model, batches, ...)`` where ``batches`` yields ``(images, labels_or_None)`` or
+``(images, labels, global_indices)`` of normalized float images, seeds its random choices per image,
+and under ``torch.distributed`` merges the per-image records of all processes.
+
+>>> from zoo.eval import shift_consistency
+>>> shift_consistency(model, loader, protocol="crop", max_shift=32, seed=0)  # doctest: +SKIP
+{'consistency': 88.4, 'ci95': [87.9, 88.8], 'n': 50000, ...}
+"""
+
+from zoo.eval.consistency import diagonal_shift_curve, shift_consistency
+from zoo.eval.data import eval_transform, open_source, stream_batches
+from zoo.eval.deformation import deformation_sensitivity, filter_smoothness
+from zoo.eval.features import feature_distance
+from zoo.eval.generation import generation_stability
+from zoo.eval.runner import EvalModel, load_config, load_models, run_eval
+from zoo.eval.sensitivity import shift_sensitivity
+
+__all__ = [
+    "EvalModel",
+    "deformation_sensitivity",
+    "diagonal_shift_curve",
+    "eval_transform",
+    "feature_distance",
+    "filter_smoothness",
+    "generation_stability",
+    "load_config",
+    "load_models",
+    "open_source",
+    "run_eval",
+    "shift_consistency",
+    "shift_sensitivity",
+    "stream_batches",
+]

@@ -1,0 +1,207 @@
+"""Deformation sensitivity per layer (Ruderman et al. 2018) and filter smoothness (Zhang 2019).
+
+A deformation of strength ``C`` displaces each point of a ``grid x grid`` control lattice (spanning the
+image) by a uniform random vector in [-C, C]² pixels; a thin-plate spline interpolates the dense
+displacement field and the image is resampled bilinearly (border clamp). Sensitivity of layer ``l``
+= E[d_cos(r_l(x), r_l(τ_C x))] / E[d_cos(r_l(x), r_l(y))] with ``y`` another image.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from zoo.eval._batches import evaluating, iter_batches, model_device
+from zoo.eval._dist import gather_records
+from zoo.eval._distance import cosine_distance
+from zoo.eval._layers import capture, resolve_layers
+from zoo.eval._seeding import image_rng
+
+__all__ = ["deform", "deformation_sensitivity", "filter_smoothness", "tps_field"]
+
+OUTPUT = "output"  # pseudo-layer name: the model's output
+
+
+def _tps_kernel(r2: np.ndarray) -> np.ndarray:
+    """U(r) = r² log r written with r²: 0.5 r² log r² (0 at r = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(r2 > 0, 0.5 * r2 * np.log(np.where(r2 > 0, r2, 1.0)), 0.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _tps_basis(h: int, w: int, grid: int) -> np.ndarray:
+    """(H*W, grid²) matrix mapping control-point displacements to the dense TPS field."""
+    cy, cx = np.meshgrid(np.linspace(0, h - 1, grid), np.linspace(0, w - 1, grid), indexing="ij")
+    ctrl = np.stack([cy.ravel(), cx.ravel()], 1)
+    n = len(ctrl)
+    poly = np.hstack([np.ones((n, 1)), ctrl])
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n] = _tps_kernel(((ctrl[:, None] - ctrl[None]) ** 2).sum(-1))
+    system[:n, n:] = poly
+    system[n:, :n] = poly.T
+    solve = np.linalg.inv(system)[:, :n]  # [weights; affine] = solve @ values
+    py, px = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    pts = np.stack([py.ravel(), px.ravel()], 1).astype(np.float64)
+    basis = np.hstack([_tps_kernel(((pts[:, None] - ctrl[None]) ** 2).sum(-1)), np.ones((len(pts), 1)), pts])
+    return basis @ solve
+
+
+def tps_field(displacements: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Dense (2, H, W) displacement (dy, dx) interpolating (grid, grid, 2) control displacements."""
+    grid = displacements.shape[0]
+    if displacements.shape != (grid, grid, 2):
+        raise ValueError(f"control displacements must have shape (grid, grid, 2), got {displacements.shape}")
+    dense = _tps_basis(h, w, grid) @ displacements.reshape(-1, 2)
+    return dense.T.reshape(2, h, w)
+
+
+def deform(image: Tensor, field: np.ndarray | Tensor) -> Tensor:
+    """Bilinear resampling ``out(p) = image(p + field(p))`` (border clamp) of a (C, H, W) image.
+
+    Exact for a zero field (weights 1 and 0 on the original pixels).
+    """
+    c, h, w = image.shape
+    field = torch.as_tensor(field, dtype=torch.float64, device=image.device)
+    py, px = torch.meshgrid(torch.arange(h, device=image.device), torch.arange(w, device=image.device), indexing="ij")
+    y = (py + field[0]).clamp(0, h - 1)
+    x = (px + field[1]).clamp(0, w - 1)
+    y0, x0 = y.floor().long(), x.floor().long()
+    y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
+    fy, fx = (y - y0).to(image.dtype), (x - x0).to(image.dtype)
+    flat = image.reshape(c, -1)
+
+    def at(yy: Tensor, xx: Tensor) -> Tensor:
+        return flat[:, (yy * w + xx).reshape(-1)].reshape(c, h, w)
+
+    top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
+    bottom = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _features(model: nn.Module, store: dict[str, Tensor], names: list[str], x: Tensor) -> dict[str, Tensor]:
+    out = model(x)
+    return {n: (out if n == OUTPUT else store[n]) for n in names}
+
+
+def deformation_sensitivity(
+    model: nn.Module,
+    batches: Iterable[Any],
+    *,
+    strengths: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
+    grid: int = 5,
+    layers: Sequence[str] | None = None,
+    include_output: bool = True,
+    seed: int = 0,
+    bootstrap: int = 1000,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """Per-layer sensitivity to random smooth deformations of strength ``C`` in ``strengths`` (pixels).
+
+    Images ``2j`` and ``2j+1`` (global indices) form the random pairs of the normaliser, so shuffle the
+    data (the zoo's data sources do, seeded). Each image's control displacements are one seeded
+    uniform draw in [-1, 1] scaled by every ``C`` (common random numbers across strengths).
+
+    Returns ``{"strengths": [C], "n": images, "pairs": pairs, "layers": {name: {"sensitivity": [per C],
+    "ci95": [[low], [high]] (bootstrap over images and pairs), "deformed": [E d(x, τx)], "pair": E d(x, y)}}}``.
+    """
+    if grid < 2:
+        raise ValueError(f"grid must be >= 2 control points per side, got {grid}")
+    if any(c < 0 for c in strengths) or not strengths:
+        raise ValueError(f"strengths must be a non-empty list of C >= 0 pixels, got {list(strengths)}")
+    dev = model_device(model, device)
+    hooked = resolve_layers(model, layers) if layers or getattr(model, "feature_info", None) else {}
+    names = list(hooked) + ([OUTPUT] if include_output else [])
+    if not names:
+        raise ValueError("no layers to measure: pass layers=[...] or include_output=True")
+    records: dict[int, dict[str, Any]] = {}
+    pending: dict[int, dict[str, Tensor]] = {}
+    with evaluating(model, dev), capture(hooked) as store:
+        for images, _labels, indices in iter_batches(batches, dev):
+            for image, index in zip(images, indices.tolist()):
+                h, w = image.shape[-2:]
+                base = image_rng(seed, "deformation", index).uniform(-1.0, 1.0, size=(grid, grid, 2))
+                views = [image] + [deform(image, tps_field(c * base, h, w)) for c in strengths]
+                feats = _features(model, store, names, torch.stack(views))
+                num = np.array(
+                    [
+                        [float(v) for v in cosine_distance(f[:1].expand_as(f[1:]), f[1:])]
+                        for f in (feats[n] for n in names)
+                    ]
+                )
+                record: dict[str, Any] = {"num": num, "den": None}
+                partner = index ^ 1
+                if partner in pending:
+                    other = pending.pop(partner)
+                    record["den"] = np.array([float(cosine_distance(feats[n][:1], other[n])) for n in names])
+                else:
+                    pending[index] = {n: feats[n][:1].clone() for n in names}
+                records[index] = record
+    records = gather_records(records)
+    num = np.stack([r["num"] for r in records.values()]) if records else np.zeros((0, len(names), len(strengths)))
+    dens = [r["den"] for r in records.values() if r["den"] is not None]
+    if not dens:
+        raise ValueError("deformation sensitivity needs at least one pair of images (indices 2j, 2j+1)")
+    den = np.stack(dens)
+    low, high = _bootstrap_ratio(num, den, bootstrap, seed)
+    out_layers = {}
+    for li, name in enumerate(names):
+        pair = float(den[:, li].mean())
+        deformed = num[:, li].mean(0)
+        out_layers[name] = {
+            "sensitivity": (deformed / pair).tolist() if pair > 0 else [float("nan")] * len(strengths),
+            "ci95": [low[li].tolist(), high[li].tolist()],
+            "deformed": deformed.tolist(),
+            "pair": pair,
+        }
+    return {
+        "strengths": [float(c) for c in strengths],
+        "grid": grid,
+        "n": len(num),
+        "pairs": len(den),
+        "layers": out_layers,
+    }
+
+
+def _bootstrap_ratio(num: np.ndarray, den: np.ndarray, rounds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap of mean(num) / mean(den), resampling images and pairs independently."""
+    if rounds <= 0 or len(num) < 2 or len(den) < 2:
+        ratio = num.mean(0) / np.maximum(den.mean(0), 1e-300)[:, None]
+        return ratio, ratio
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    i = rng.integers(0, len(num), size=(rounds, len(num)))
+    j = rng.integers(0, len(den), size=(rounds, len(den)))
+    ratios = num[i].mean(1) / np.maximum(den[j].mean(1), 1e-300)[:, :, None]  # (rounds, L, C)
+    alpha = (1 - 0.95) / 2
+    return np.quantile(ratios, alpha, axis=0), np.quantile(ratios, 1 - alpha, axis=0)
+
+
+def _smoothness(weight: Tensor) -> Tensor:
+    w = weight.detach().double()
+    tv = (w[..., 1:, :] - w[..., :-1, :]).abs().sum((1, 2, 3)) + (w[..., :, 1:] - w[..., :, :-1]).abs().sum((1, 2, 3))
+    return tv / w.abs().sum((1, 2, 3)).clamp_min(1e-300)
+
+
+def filter_smoothness(model: nn.Module) -> dict[str, Any]:
+    """Total variation of each conv filter's neighbouring spatial weights over its L1 norm.
+
+    For a filter ``w`` (in, kh, kw): ``(Σ|w[:, i+1, j] - w[:, i, j]| + Σ|w[:, i, j+1] - w[:, i, j]|) / Σ|w|``
+    (lower = smoother; 0 for a constant filter). Convs with a 1x1 kernel are left out.
+
+    Returns ``{"layers": {name: mean over filters}, "mean": mean over all filters, "filters": count}``.
+    """
+    per_layer: dict[str, float] = {}
+    values = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and max(module.kernel_size) > 1:
+            s = _smoothness(module.weight)
+            per_layer[name] = float(s.mean())
+            values.append(s)
+    if not values:
+        raise ValueError(f"{type(model).__name__} has no Conv2d with a spatial kernel (> 1x1)")
+    every = torch.cat(values)
+    return {"layers": per_layer, "mean": float(every.mean()), "filters": int(every.numel())}

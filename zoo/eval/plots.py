@@ -1,0 +1,175 @@
+"""PNG figures of evaluation results (matplotlib, Agg backend; files written atomically)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+__all__ = [
+    "PLOTTERS",
+    "plot_consistency",
+    "plot_deformation",
+    "plot_diagonal",
+    "plot_features",
+    "plot_sensitivity",
+    "plot_smoothness",
+]
+
+Results = dict[str, dict[str, Any]]  # model name -> metric result
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def plot_consistency(results: Results, path: Path) -> Path:
+    """Grouped bars: consistency (%) per model and protocol, with the 95% Wilson interval."""
+    models = list(results)
+    protocols = sorted({p for r in results.values() for p in r})
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(models) * len(protocols)), 3.6))
+    width = 0.8 / max(1, len(protocols))
+    for j, proto in enumerate(protocols):
+        xs, ys, errs = [], [], [[], []]
+        for i, m in enumerate(models):
+            r = results[m].get(proto)
+            if r is None:
+                continue
+            xs.append(i + (j - (len(protocols) - 1) / 2) * width)
+            ys.append(r["consistency"])
+            errs[0].append(r["consistency"] - r["ci95"][0])
+            errs[1].append(r["ci95"][1] - r["consistency"])
+        bars = ax.bar(xs, ys, width, yerr=errs, capsize=4, label=proto)
+        ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=8)
+    ax.set_xticks(range(len(models)), models, rotation=15)
+    ax.set_ylabel("consistency (%)")
+    low = min((r[p]["ci95"][0] for r in results.values() for p in r), default=0.0)
+    ax.set_ylim(max(0.0, low - 10), 105)
+    n = next((r[p]["n"] for r in results.values() for p in r), 0)
+    ax.set_title(f"Shift consistency (95% Wilson interval, n={n} images)")
+    ax.legend(title="protocol")
+    return _save(fig, path)
+
+
+def plot_diagonal(results: Results, path: Path) -> Path:
+    """P(reference class) vs diagonal shift, one line per model with its 95% band."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for m, r in results.items():
+        ax.plot(r["shifts"], r["prob"], marker=".", label=m)
+        ax.fill_between(r["shifts"], r["prob_ci95"][0], r["prob_ci95"][1], alpha=0.2)
+    ref = next(iter(results.values()), {}).get("reference", "")
+    ax.set_xlabel("diagonal shift d (pixels)")
+    ax.set_ylabel("P(correct class)" if ref == "label" else "P(class at d = 0)")
+    ax.set_title("Diagonal shift")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_features(results: Results, path: Path) -> Path:
+    """Grid of heat-maps: one row per model, one column per layer, colour = 1 - cosine similarity."""
+    models = list(results)
+    ncols = max(len(r["layers"]) for r in results.values())
+    fig, axes = plt.subplots(len(models), ncols, figsize=(2.2 * ncols, 2.2 * len(models)), squeeze=False)
+    vmax = max(
+        (np.nanmax(np.array(v["heatmap"], dtype=float)) for r in results.values() for v in r["layers"].values()),
+        default=1.0,
+    )
+    image = None
+    for i, m in enumerate(models):
+        for j in range(ncols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            layers = list(results[m]["layers"].items())
+            if j >= len(layers):
+                ax.axis("off")
+                continue
+            name, v = layers[j]
+            heat = np.array(v["heatmap"], dtype=float)
+            image = ax.imshow(heat, cmap="magma", vmin=0.0, vmax=max(vmax, 1e-12))
+            ax.set_title(f"{name} (s={v['stride']})", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(m, fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="feature distance")
+    fig.suptitle("Internal feature distance over shifts (Δh down, Δw across)")
+    return _save(fig, path)
+
+
+def plot_sensitivity(results: Results, path: Path) -> Path:
+    """P(top-1 change) per protocol / embedding size, bars per model with 95% intervals."""
+    models = list(results)
+    settings = list(dict.fromkeys(k for r in results.values() for k in r))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(settings) * len(models)), 3.6))
+    width = 0.8 / max(1, len(models))
+    for i, m in enumerate(models):
+        xs = [k + (i - (len(models) - 1) / 2) * width for k in range(len(settings))]
+        rs = [results[m].get(s) for s in settings]
+        ys = [r["p_change"] if r else np.nan for r in rs]
+        err = [
+            [y - r["p_change_ci95"][0] if r else 0 for y, r in zip(ys, rs)],
+            [r["p_change_ci95"][1] - y if r else 0 for y, r in zip(ys, rs)],
+        ]
+        ax.bar(xs, ys, width, yerr=err, capsize=3, label=m)
+    ax.set_xticks(range(len(settings)), settings, rotation=20)
+    ax.set_ylabel("P(top-1 change)")
+    ax.set_title("1-pixel shift sensitivity (Azulay & Weiss)")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_deformation(results: Results, path: Path) -> Path:
+    """Sensitivity vs deformation strength C: one panel per layer, one line per model (bootstrap band)."""
+    layers = list(dict.fromkeys(k for r in results.values() for k in r["layers"]))
+    fig, axes = plt.subplots(1, len(layers), figsize=(2.6 * len(layers), 2.8), squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        for m, r in results.items():
+            v = r["layers"].get(layer)
+            if v is None:
+                continue
+            ax.plot(r["strengths"], v["sensitivity"], marker="o", label=m)
+            ax.fill_between(r["strengths"], v["ci95"][0], v["ci95"][1], alpha=0.2)
+        ax.set_title(layer, fontsize=9)
+        ax.set_xlabel("C (pixels)")
+    axes[0][0].set_ylabel("sensitivity")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("Deformation sensitivity (Ruderman et al.)")
+    return _save(fig, path)
+
+
+def plot_smoothness(results: Results, path: Path) -> Path:
+    """Mean filter total variation (normalised) per model."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(results)), 3.2))
+    bars = ax.bar(list(results), [r["mean"] for r in results.values()])
+    ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_ylabel("TV / L1 (lower = smoother)")
+    ax.set_title("Filter smoothness")
+    return _save(fig, path)
+
+
+PLOTTERS = {
+    "consistency": plot_consistency,
+    "diagonal": plot_diagonal,
+    "features": plot_features,
+    "sensitivity": plot_sensitivity,
+    "deformation": plot_deformation,
+    "smoothness": plot_smoothness,
+}

@@ -1,0 +1,177 @@
+"""Write evaluation results: ``results.json``, one CSV and one PNG per metric (atomic writes)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from zoo.eval.plots import PLOTTERS
+
+__all__ = ["TABLES", "atomic_write_text", "jsonable", "write_report"]
+
+Row = dict[str, Any]
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to a temp file beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def jsonable(obj: Any) -> Any:
+    """Strict-JSON copy: NaN -> null, +-inf -> "inf"/"-inf", tuples -> lists."""
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        return obj if math.isfinite(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def _consistency(model: str, r: dict[str, Any]) -> Iterator[Row]:
+    for protocol, v in r.items():
+        yield {
+            "model": model,
+            "protocol": protocol,
+            "consistency": v["consistency"],
+            "ci95_low": v["ci95"][0],
+            "ci95_high": v["ci95"][1],
+            "n": v["n"],
+            "max_shift": v["max_shift"],
+            "seed": v["seed"],
+            "top1": v.get("top1"),
+            "top5": v.get("top5"),
+        }
+
+
+def _diagonal(model: str, r: dict[str, Any]) -> Iterator[Row]:
+    for k, d in enumerate(r["shifts"]):
+        yield {
+            "model": model,
+            "shift": d,
+            "prob": r["prob"][k],
+            "ci95_low": r["prob_ci95"][0][k],
+            "ci95_high": r["prob_ci95"][1][k],
+            "agree_pct": r["agree"][k],
+            "reference": r["reference"],
+            "n": r["n"],
+        }
+
+
+def _features(model: str, r: dict[str, Any]) -> Iterator[Row]:
+    for layer, v in r["layers"].items():
+        for dh, row in enumerate(v["heatmap"]):
+            for dw, value in enumerate(row):
+                yield {
+                    "model": model,
+                    "layer": layer,
+                    "stride": v["stride"],
+                    "dh": dh,
+                    "dw": dw,
+                    "distance": value,
+                    "n": r["n"],
+                }
+
+
+def _sensitivity(model: str, r: dict[str, Any]) -> Iterator[Row]:
+    for setting, v in r.items():
+        yield {
+            "model": model,
+            "setting": setting,
+            "protocol": v["protocol"],
+            "embed_size": v["embed_size"],
+            "p_change": v["p_change"],
+            "p_change_ci95_low": v["p_change_ci95"][0],
+            "p_change_ci95_high": v["p_change_ci95"][1],
+            "mac": v["mac"],
+            "mac_ci95_low": v["mac_ci95"][0],
+            "mac_ci95_high": v["mac_ci95"][1],
+            "n": v["n"],
+            "pairs": v["pairs"],
+        }
+
+
+def _deformation(model: str, r: dict[str, Any]) -> Iterator[Row]:
+    for layer, v in r["layers"].items():
+        for k, c in enumerate(r["strengths"]):
+            yield {
+                "model": model,
+                "layer": layer,
+                "C": c,
+                "sensitivity": v["sensitivity"][k],
+                "ci95_low": v["ci95"][0][k],
+                "ci95_high": v["ci95"][1][k],
+                "deformed": v["deformed"][k],
+                "pair": v["pair"],
+                "n": r["n"],
+                "pairs": r["pairs"],
+            }
+
+
+def _smoothness(model: str, r: dict[str, Any]) -> Iterator[Row]:
+    for layer, value in r["layers"].items():
+        yield {"model": model, "layer": layer, "tv_over_l1": value}
+
+
+def _generation(model: str, r: dict[str, Any]) -> Iterator[Row]:
+    yield {
+        "model": model,
+        **{k: r[k] for k in ("psnr", "psnr_mean", "mse", "exact", "n", "max_shift")},
+        "mse_ci95_low": r["mse_ci95"][0],
+        "mse_ci95_high": r["mse_ci95"][1],
+    }
+
+
+TABLES: dict[str, Callable[[str, dict[str, Any]], Iterator[Row]]] = {
+    "consistency": _consistency,
+    "diagonal": _diagonal,
+    "features": _features,
+    "sensitivity": _sensitivity,
+    "deformation": _deformation,
+    "smoothness": _smoothness,
+    "generation": _generation,
+}
+
+
+def _csv(rows: list[Row]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write ``results.json``, ``<metric>.csv`` and ``<metric>.png`` (where a plot exists) to ``out_dir``."""
+    out_dir = Path(out_dir)
+    written = [atomic_write_text(out_dir / "results.json", json.dumps(jsonable(results), indent=2, allow_nan=False))]
+    per_metric: dict[str, dict[str, Any]] = {}
+    for model, entry in results["models"].items():
+        for metric, value in entry.items():
+            if metric in TABLES:
+                per_metric.setdefault(metric, {})[model] = value
+    for metric, by_model in per_metric.items():
+        rows = [row for model, r in by_model.items() for row in TABLES[metric](model, r)]
+        if rows:
+            written.append(atomic_write_text(out_dir / f"{metric}.csv", _csv(rows)))
+        if metric in PLOTTERS:
+            written.append(PLOTTERS[metric](by_model, out_dir / f"{metric}.png"))
+    return written

@@ -1,0 +1,177 @@
+"""Fast kernels behind ``BlurPool2d`` / ``MaxBlurPool2d`` (same outputs as the reference, <= 1e-6).
+
+* ``blur_matmul``: the binomial filter is separable and its padding is a fixed index map, so each
+  axis of "pad, blur, subsample" is one small banded matrix ``B`` (``n x n_out``) with the padding
+  folded in (reflected/replicated/wrapped taps are summed into the right rows, zero-padded taps
+  dropped). The 2-D layer is two GEMMs, ``B_h^T @ x @ B_w``: no padded copy, only the needed output
+  rows and columns, and BLAS-speed on CPU. Channels-last inputs use the NHWC view directly (still
+  two GEMMs, output stays channels-last). One caveat of the dense band: an ``inf``/``nan`` input
+  spreads along its whole row/column (``0 * inf``); finite inputs are exact up to rounding.
+* ``blur_slices``: pad + separable sum of strided slices; what ``torch.compile`` fuses into a loop.
+* ``dense_max``: stride-1 max-pool as separable ``torch.maximum`` of shifted slices, 5-10x faster
+  than ``max_pool2d(k, stride=1)`` on CPU. Same values; on exact ties the gradient is shared
+  between the tied inputs instead of going to one of them (both are valid subgradients).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "band_matrix",
+    "blur_matmul",
+    "blur_slices",
+    "dense_max",
+    "max_blur_slices",
+    "recompile_limit",
+    "resolve_pad_mode",
+]
+
+
+def resolve_pad_mode(pad_mode: str, pads: tuple[int, int, int, int], h: int, w: int) -> str:
+    """The padding actually applied: ``replicate`` when the map is too small for reflect/circular."""
+    biggest = max(pads)
+    if pad_mode == "reflect" and (biggest >= h or biggest >= w):
+        return "replicate"
+    if pad_mode == "circular" and (biggest > h or biggest > w):
+        return "replicate"
+    return pad_mode
+
+
+def _build_band(n: int, taps: Tensor, stride: int, lo: int, hi: int, mode: str) -> Tensor:
+    """``(n, n_out)`` matrix of "pad (lo, hi) with ``mode``, correlate with ``taps``, subsample"."""
+    k = taps.shape[0]
+    n_out = (n + lo + hi - k) // stride + 1
+    cols = torch.arange(n_out, device=taps.device).unsqueeze(1).expand(n_out, k)
+    pos = cols * stride - lo + torch.arange(k, device=taps.device).unsqueeze(0)
+    weight = taps.unsqueeze(0).expand(n_out, k)
+    if mode == "reflect":
+        pos = pos.abs()
+        pos = torch.where(pos >= n, 2 * (n - 1) - pos, pos)
+    elif mode == "circular":
+        pos = torch.remainder(pos, n)
+    elif mode == "zero":
+        weight = torch.where((pos >= 0) & (pos < n), weight, torch.zeros_like(weight))
+        pos = pos.clamp(0, n - 1)
+    else:  # replicate
+        pos = pos.clamp(0, n - 1)
+    band = torch.zeros(n, n_out, dtype=taps.dtype, device=taps.device)
+    return band.index_put_((pos.reshape(-1), cols.reshape(-1)), weight.reshape(-1), accumulate=True)
+
+
+@lru_cache(maxsize=512)
+def _cached_band(
+    n: int, taps: tuple[float, ...], stride: int, lo: int, hi: int, mode: str, dtype: torch.dtype, device: str
+) -> Tensor:
+    # a normal tensor even when first built under inference_mode, so autograd can use it later
+    with torch.inference_mode(False), torch.no_grad():
+        taps_t = torch.tensor(taps, dtype=torch.float64)
+        return _build_band(n, taps_t, stride, lo, hi, mode).to(dtype=dtype, device=device)
+
+
+def band_matrix(
+    n: int, taps: Tensor, stride: int, lo: int, hi: int, mode: str, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """Banded matrix of one blur axis (cached in eager mode, built on the fly under TorchScript)."""
+    if torch.jit.is_scripting():
+        return _build_band(n, taps.to(torch.float64), stride, lo, hi, mode).to(dtype=dtype, device=device)
+    return _cached_band(n, tuple(taps.tolist()), stride, lo, hi, mode, dtype, str(device))
+
+
+def _taps(filt: Tensor) -> tuple[Tensor, Tensor]:
+    """1-D taps of a separable, normalised ``1x1xkxk`` filter (exact for binomial filters)."""
+    f2 = filt.reshape(filt.shape[-2], filt.shape[-1]).to(torch.float64)
+    return f2.sum(1), f2.sum(0)
+
+
+def blur_matmul(x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[int, int, int, int], mode: str) -> Tensor:
+    """Blur + subsample as ``B_h^T @ x @ B_w`` (padding folded into the bands); ``mode`` is resolved."""
+    taps_h, taps_w = _taps(filt)
+    n, c, h, w = x.shape
+    band_h = band_matrix(h, taps_h, stride[0], pads[2], pads[3], mode, x.dtype, x.device)
+    band_w = band_matrix(w, taps_w, stride[1], pads[0], pads[1], mode, x.dtype, x.device)
+    ho, wo = band_h.shape[1], band_w.shape[1]
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return torch.matmul(band_h.t(), x) @ band_w
+    nhwc = x.permute(0, 2, 3, 1)  # contiguous view
+    y = torch.matmul(band_w.t(), nhwc.reshape(n * h, w, c))  # (N*H, Wo, C)
+    y = torch.matmul(band_h.t(), y.reshape(n, h, wo * c))  # (N, Ho, Wo*C)
+    return y.reshape(n, ho, wo, c).permute(0, 3, 1, 2)
+
+
+def blur_slices(x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[int, int, int, int], mode: str) -> Tensor:
+    """Pad, then separable sum of strided slices (vertical pass first); ``mode`` is resolved."""
+    if mode == "zero":
+        x = F.pad(x, pads, mode="constant", value=0.0)
+    else:
+        x = F.pad(x, pads, mode=mode)
+    taps_h, taps_w = _taps(filt)
+    taps_h, taps_w = taps_h.to(x.dtype), taps_w.to(x.dtype)
+    kh, kw = filt.shape[-2], filt.shape[-1]
+    sh, sw = stride
+    ho = (x.shape[-2] - kh) // sh + 1
+    wo = (x.shape[-1] - kw) // sw + 1
+    y = x[:, :, 0 : (ho - 1) * sh + 1 : sh, :] * taps_h[0]
+    for i in range(1, kh):
+        y = y + x[:, :, i : i + (ho - 1) * sh + 1 : sh, :] * taps_h[i]
+    out = y[:, :, :, 0 : (wo - 1) * sw + 1 : sw] * taps_w[0]
+    for j in range(1, kw):
+        out = out + y[:, :, :, j : j + (wo - 1) * sw + 1 : sw] * taps_w[j]
+    return out
+
+
+def _max_along(x: Tensor, dim: int, kernel: int, padding: int) -> Tensor:
+    if kernel == 1 and padding == 0:
+        return x
+    if padding:
+        pad = [0, 0, 0, 0]
+        pad[2 * (3 - dim)] = padding
+        pad[2 * (3 - dim) + 1] = padding
+        x = F.pad(x, pad, mode="constant", value=float("-inf"))
+    n_out = x.shape[dim] - kernel + 1
+    out = torch.maximum(x.narrow(dim, 0, n_out), x.narrow(dim, 1, n_out))
+    for i in range(2, kernel):
+        out = torch.maximum(out, x.narrow(dim, i, n_out))
+    return out
+
+
+def dense_max(x: Tensor, kernel: int, padding: int) -> Tensor:
+    """``max_pool2d(x, kernel, stride=1, padding)`` as separable maxima of shifted slices."""
+    return _max_along(_max_along(x, 3, kernel, padding), 2, kernel, padding)
+
+
+def max_blur_slices(
+    x: Tensor,
+    kernel: int,
+    padding: int,
+    filt: Tensor,
+    stride: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    pad_mode: str,
+) -> Tensor:
+    """Dense max then blur, as one function for ``torch.compile`` to fuse."""
+    x = dense_max(x, kernel, padding)
+    mode = resolve_pad_mode(pad_mode, pads, x.shape[-2], x.shape[-1])
+    return blur_slices(x, filt, stride, pads, mode)
+
+
+@contextlib.contextmanager
+def recompile_limit(limit: int) -> Iterator[None]:
+    """Let ``torch.compile`` keep up to ``limit`` shape specialisations of the blur kernels.
+
+    Each blur layer of a network sees another shape; the default limit (8) is below the count of a
+    ResNet at two batch sizes and two memory formats.
+    """
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    if getattr(config, name, limit) >= limit:
+        yield
+        return
+    with config.patch({name: limit}):
+        yield

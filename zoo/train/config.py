@@ -1,0 +1,342 @@
+"""Fine-tuning configuration: nested dataclasses, YAML files and ``section.key=value`` overrides.
+
+Unknown keys are errors that name the closest valid keys; values are converted to the field's type
+and checked against the allowed choices before anything runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+__all__ = [
+    "AugmentConfig",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "FinetuneConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "OutputConfig",
+    "TrainConfig",
+    "config_keys",
+    "config_to_dict",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid (unknown key, wrong type, value out of range)."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18_aa4"  # zoo model name (``zoo list``)
+    twin: bool = False  # also train the torchvision twin (same arch, no blur) with the same seed and recipe
+    pretrained: Union[bool, str] = "auto"  # auto | true | false | weight tag | path | hf-hub:org/repo
+    in_chans: int = 3
+    drop_rate: float = 0.0
+    mode: str = "full"  # full | linear_probe
+
+
+@dataclass
+class AugmentConfig:
+    hflip: bool = False
+    shift: int = 0  # random translation of up to this many pixels (0 = no shift augmentation)
+    random_resized_crop: bool = False
+    rrc_scale_min: float = 0.5
+    color_jitter: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    source: str = "digits"  # digits | imagefolder | hf
+    path: Union[str, None] = None  # imagefolder root, or a `datasets.save_to_disk` folder for hf
+    hf_name: Union[str, None] = None  # Hugging Face dataset name for source=hf
+    hf_config: Union[str, None] = None
+    train_split: str = "train"
+    eval_split: str = "val"  # folder / split used for evaluation; missing -> held out from train
+    image_key: str = "image"
+    label_key: str = "label"
+    image_size: int = 32
+    eval_fraction: float = 0.25  # held-out share when there is no eval split (seeded, stratified)
+    split_seed: int = 0
+    limit_train: Union[int, None] = None  # use only the first N training images (tiny runs)
+    limit_eval: Union[int, None] = None
+    batch_size: int = 64  # per process
+    eval_batch_size: Union[int, None] = None
+    num_workers: int = 0
+    mean: Union[list, None] = None  # default: the model's pretrained_cfg mean/std
+    std: Union[list, None] = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.05  # for the global batch (batch_size x processes)
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
+    warmup_start_factor: float = 0.1
+    min_lr: float = 0.0
+    grad_clip: Union[float, None] = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: off) | off | fp16 | bf16
+    threads: int = 0  # torch.set_num_threads (0 = leave torch's default)
+    early_stop_patience: int = 0  # epochs without improvement before stopping (0 = never)
+    monitor: str = "val_top1"  # val_top1 | val_loss | consistency
+    resume: Union[str, None] = None  # run directory to continue
+
+
+@dataclass
+class EvalConfig:
+    consistency: bool = True
+    protocol: str = "circular"  # circular | crop
+    max_shift: Union[int, None] = None  # default: the published 32 px at 224 px, scaled to image_size
+    seed: int = 0
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs"
+    name: Union[str, None] = None  # run folder name (default: the config file's name); never overwritten
+    plots: bool = True
+    progress: bool = True
+    save_best: bool = True
+
+
+@dataclass
+class FinetuneConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def validate(self) -> FinetuneConfig:
+        """Check choices and ranges; raise ``ConfigError`` naming the key and the valid values."""
+        _choice("model.mode", self.model.mode, ("full", "linear_probe"))
+        _choice("data.source", self.data.source, ("digits", "imagefolder", "hf"))
+        _choice("optim.name", self.optim.name, ("sgd", "adamw"))
+        _choice("train.amp", self.train.amp, ("auto", "off", "fp16", "bf16"))
+        _choice("train.monitor", self.train.monitor, ("val_top1", "val_loss", "consistency"))
+        _choice("eval.protocol", self.eval.protocol, ("circular", "crop"))
+        dev = self.train.device
+        if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {dev!r}")
+        _positive("data.image_size", self.data.image_size, minimum=8)
+        _positive("data.batch_size", self.data.batch_size)
+        _positive("train.epochs", self.train.epochs)
+        _positive("model.in_chans", self.model.in_chans)
+        for key in ("data.limit_train", "data.limit_eval", "data.eval_batch_size", "eval.max_shift"):
+            value = _get(self, key)
+            if value is not None:
+                _positive(key, value)
+        for key in ("train.early_stop_patience", "data.num_workers", "train.threads", "data.augment.shift"):
+            if _get(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {_get(self, key)}")
+        if not 0.0 < self.data.eval_fraction < 1.0:
+            raise ConfigError(f"data.eval_fraction must be in (0, 1), got {self.data.eval_fraction}")
+        if self.optim.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
+        if not 0.0 <= self.optim.label_smoothing < 1.0:
+            raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.optim.label_smoothing}")
+        if self.optim.warmup_epochs < 0:
+            raise ConfigError(f"optim.warmup_epochs must be >= 0, got {self.optim.warmup_epochs}")
+        if self.data.source == "imagefolder" and not self.data.path:
+            raise ConfigError("data.source=imagefolder needs data.path=DIR (a folder of class sub-folders)")
+        if self.data.source == "hf" and not (self.data.hf_name or self.data.path):
+            raise ConfigError("data.source=hf needs data.hf_name=NAME (or data.path=DIR of `save_to_disk`)")
+        if (self.data.mean is None) != (self.data.std is None):
+            raise ConfigError("set both data.mean and data.std, or neither")
+        return self
+
+
+def _choice(key: str, value: Any, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key} must be one of {', '.join(valid)}; got {value!r}")
+
+
+def _positive(key: str, value: Any, minimum: int = 1) -> None:
+    if not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def config_keys(cfg: Any = None, prefix: str = "") -> list[str]:
+    """Every settable dotted key, e.g. ``optim.lr`` and ``data.augment.shift``."""
+    cfg = FinetuneConfig() if cfg is None else cfg
+    keys: list[str] = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += config_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The configuration as plain nested dicts (for YAML / JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def _leaf(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def _unknown(key: str) -> ConfigError:
+    keys = config_keys()
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    leaves = difflib.get_close_matches(_leaf(key), sorted({_leaf(k) for k in keys}), n=3, cutoff=0.75)
+    close = list(dict.fromkeys(close + [k for k in keys if _leaf(k) in leaves]))[:4]
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint} (`zoo finetune --print-config` shows every key)")
+
+
+def _resolve_key(key: str) -> str:
+    """A dotted key, or a bare leaf name that is unique across sections (``epochs`` -> ``train.epochs``)."""
+    keys = config_keys()
+    if key in keys:
+        return key
+    if "." not in key:
+        owners = [k for k in keys if _leaf(k) == key]
+        if len(owners) == 1:
+            return owners[0]
+        if len(owners) > 1:
+            raise ConfigError(f"config key {key!r} is ambiguous: use one of {', '.join(owners)}")
+    raise _unknown(key)
+
+
+def _field_type(cfg: Any, name: str) -> Any:
+    return typing.get_type_hints(type(cfg))[name]
+
+
+def _convert(key: str, value: Any, annotation: Any) -> Any:
+    """Coerce ``value`` (from YAML) to ``annotation``; ``ConfigError`` when impossible."""
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _convert(key, value, option)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: invalid value {value!r}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                return float(value)
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    if annotation is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise ConfigError(f"{key} must be a list, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {annotation!r}")
+
+
+def _set(cfg: FinetuneConfig, key: str, value: Any) -> None:
+    dotted = _resolve_key(key)
+    *parents, leaf = dotted.split(".")
+    target: Any = cfg
+    for part in parents:
+        target = getattr(target, part)
+    setattr(target, leaf, _convert(dotted, value, _field_type(target, leaf)))
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flatten(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=0.1"`` -> ``("optim.lr", 0.1)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. train.epochs=3")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: cannot parse the value: {err}") from err
+    return key.strip(), value
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: Iterable[str] = (),
+    **values: Any,
+) -> FinetuneConfig:
+    """Defaults, then the YAML file ``path``, then ``key=value`` ``overrides``, then ``values``.
+
+    ``values`` use ``__`` for dots: ``load_config(train__epochs=1)``. The result is validated.
+    """
+    cfg = FinetuneConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"cannot parse {path}: {err}") from err
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path} must hold a mapping of sections (model, data, optim, ...)")
+        for key, value in _flatten(data):
+            try:
+                _set(cfg, key, value)
+            except ConfigError as err:
+                raise ConfigError(f"{path}: {err}") from err
+        if cfg.output.name is None:
+            cfg.output.name = path.stem
+    for text in overrides:
+        _set(cfg, *parse_override(text))
+    for key, value in values.items():
+        _set(cfg, key.replace("__", "."), value)
+    return cfg.validate()

@@ -1,0 +1,291 @@
+"""One code path for every way of asking for pretrained weights.
+
+``pretrained`` may be ``True`` (the model's default weights), a tag (``"in1k_ft"`` or
+``"resnet50_aa4.in1k_ft"``), a ``.safetensors`` / ``.pth`` file, a folder written by
+``save_model_dir``, or ``"hf-hub:org/repo[@revision]"``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from zoo.models._interface import ZooModel
+from zoo.registry import ModelEntry, get_entry
+from zoo.weights.convert import rename_keys
+from zoo.weights.errors import OFFLINE_HINT, CorruptWeightsError, IncompatibleWeightsError, WeightsUnavailableError
+from zoo.weights.io import CONFIG_NAME, WEIGHTS_NAME, load_state_dict_file, read_model_dir
+from zoo.weights.manifest import WeightEntry, load_manifest
+from zoo.weights.sources import SourceError, _evict_hub_file, fetch_hub, fetch_url, mirror_url
+
+__all__ = ["ResolvedWeights", "create_pretrained", "fetch_weights", "load_pretrained", "resolve_weights"]
+
+_WARNED_LICENSES: set[str] = set()
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+
+
+@dataclass
+class ResolvedWeights:
+    """A state dict in zoo keys plus what is known about it."""
+
+    state_dict: dict[str, Tensor]
+    cfg: dict[str, Any] = field(default_factory=dict)
+    model_args: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    license: str | None = None
+    license_info: dict[str, Any] | None = None
+
+
+# --- manifest tags -----------------------------------------------------------------------------
+
+
+def _tag_for(name: str, pretrained: bool | str) -> WeightEntry:
+    manifest = load_manifest()
+    if pretrained is True:
+        tag = manifest.default_tag(name)
+        if tag is None:
+            have = manifest.models_with_weights()
+            close = difflib.get_close_matches(name, have, n=4, cutoff=0.6)
+            raise WeightsUnavailableError(
+                f"no pretrained weights for {name} in the manifest"
+                + (f"; models with weights close to it: {', '.join(close)}" if close else "")
+                + " (`zoo list --pretrained` lists them all)"
+            )
+        return manifest.weights[tag]
+    text = str(pretrained)
+    tag = text if text in manifest.weights else f"{name}.{text}"
+    if tag not in manifest.weights:
+        known = ", ".join(manifest.tags_for(name)) or "none"
+        raise WeightsUnavailableError(
+            f"pretrained={text!r} is not a weight tag of {name} (tags: {known}), an existing file or folder, "
+            "or 'hf-hub:org/repo'"
+        )
+    entry = manifest.weights[tag]
+    if entry.model != name:
+        raise WeightsUnavailableError(
+            f"weights {tag} are for {entry.model}, not {name}; tags of {name}: "
+            f"{', '.join(manifest.tags_for(name)) or 'none'}"
+        )
+    return entry
+
+
+def _url_candidates(src: dict[str, Any]) -> list[str]:
+    mirror = mirror_url(src["url"])
+    return [mirror, src["url"]] if mirror else [src["url"]]
+
+
+def fetch_weights(entry: WeightEntry) -> tuple[Path, str]:
+    """Obtain the safetensors file of a manifest entry, trying its sources in order.
+
+    Returns ``(path, source description)``; raises ``WeightsUnavailableError`` listing every
+    source tried and why it failed, with the offline how-to.
+    """
+    attempts: list[tuple[str, str]] = []
+    for src in entry.sources():
+        if src["type"] == "hf-hub":
+            label = f"hf-hub:{src['repo_id']}@{src['revision']} ({src['filename']})"
+            try:
+                path = fetch_hub(src["repo_id"], src["filename"], src["revision"], src.get("sha256"))
+                load_state_dict_file(path)  # detects a truncated cached file without a known hash
+                return path, label
+            except CorruptWeightsError as err:
+                _evict_hub_file(path)
+                attempts.append((label, f"cached file was corrupt and has been removed: {err}"))
+            except (SourceError, WeightsUnavailableError) as err:
+                attempts.append((label, str(err)))
+        elif src["type"] == "url":
+            for url in _url_candidates(src):
+                label = f"{url} ({src['format']} format)"
+                try:
+                    path = fetch_url(
+                        url,
+                        fmt=src["format"],
+                        arch=entry.architecture,
+                        sha256=src.get("sha256"),
+                        sha256_prefix=src.get("sha256_prefix"),
+                    )
+                    return path, label
+                except (SourceError, WeightsUnavailableError) as err:
+                    attempts.append((label, str(err)))
+    raise WeightsUnavailableError(
+        f"could not obtain weights {entry.tag} for {entry.model}; sources tried:", attempts, hint=OFFLINE_HINT
+    )
+
+
+def _from_entry(entry: WeightEntry) -> ResolvedWeights:
+    path, label = fetch_weights(entry)
+    return ResolvedWeights(
+        state_dict=load_state_dict_file(path),
+        cfg={**entry.pretrained_cfg(), "file": str(path), "source": label},
+        model_args=entry.model_args,
+        source=label,
+        license=entry.license,
+        license_info=entry.license_info,
+    )
+
+
+# --- paths and hf-hub repos --------------------------------------------------------------------
+
+
+def _config_parts(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    cfg = dict(config.get("pretrained_cfg") or {})
+    if "num_classes" in config:
+        cfg["num_classes"] = config["num_classes"]
+    if "label_names" in config:
+        cfg["label_names"] = config["label_names"]
+    return cfg, dict(config.get("model_args") or {})
+
+
+def _from_path(path: Path) -> ResolvedWeights:
+    if path.is_dir():
+        state, config = read_model_dir(path)
+    else:
+        state = load_state_dict_file(path)
+        sibling = path.with_name(CONFIG_NAME)
+        config = json.loads(sibling.read_text(encoding="utf-8")) if sibling.is_file() else {}
+    cfg, model_args = _config_parts(config)
+    cfg.update(file=str(path), source="file")
+    return ResolvedWeights(state, cfg, model_args, source=str(path), license=cfg.get("license"))
+
+
+def _from_hub_repo(spec: str) -> ResolvedWeights:
+    repo, _, revision = spec[len("hf-hub:") :].partition("@")
+    revision = revision or "main"
+    label = f"hf-hub:{repo}@{revision}"
+    try:
+        weights = fetch_hub(repo, WEIGHTS_NAME, revision)
+        try:
+            config = json.loads(fetch_hub(repo, CONFIG_NAME, revision).read_text(encoding="utf-8"))
+        except SourceError:
+            config = {}
+    except (SourceError, WeightsUnavailableError) as err:
+        raise WeightsUnavailableError(f"could not obtain weights {spec}:", [(label, str(err))], OFFLINE_HINT) from err
+    cfg, model_args = _config_parts(config)
+    cfg.update(hf_hub_id=repo, source="hf-hub", file=str(weights))
+    return ResolvedWeights(load_state_dict_file(weights), cfg, model_args, source=label, license=cfg.get("license"))
+
+
+def resolve_weights(name: str, pretrained: bool | str | os.PathLike) -> ResolvedWeights:
+    """Turn any accepted ``pretrained`` value into a state dict (zoo keys) and its metadata."""
+    if pretrained is True:
+        return _from_entry(_tag_for(name, True))
+    if not isinstance(pretrained, (str, os.PathLike)) or isinstance(pretrained, bool):
+        raise ValueError(f"pretrained must be True, a tag, a path or 'hf-hub:org/repo', got {pretrained!r}")
+    text = os.fspath(pretrained)
+    if text.startswith("hf-hub:"):
+        return _from_hub_repo(text)
+    path = Path(text).expanduser()
+    if path.exists():
+        return _from_path(path)
+    if isinstance(pretrained, os.PathLike) or os.sep in text or text.lower().endswith(_WEIGHT_SUFFIXES):
+        raise WeightsUnavailableError(f"pretrained weights path not found: {path}")
+    return _from_entry(_tag_for(name, text))
+
+
+# --- applying weights to a model ---------------------------------------------------------------
+
+
+def _caller_stacklevel() -> int:
+    """``stacklevel`` that points a warning at the first frame outside the ``zoo`` package."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "zoo":
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _warn_license(res: ResolvedWeights) -> None:
+    info = res.license_info
+    if not res.license or info is None or info.get("commercial_use", True) or res.license in _WARNED_LICENSES:
+        return
+    _WARNED_LICENSES.add(res.license)
+    warnings.warn(
+        f"these pretrained weights ({res.cfg.get('weights', res.source)}) are licensed {info['name']} "
+        f"({info['url']}): non-commercial use only, share-alike. The zoo's code is Apache-2.0; the weights are not.",
+        UserWarning,
+        stacklevel=_caller_stacklevel(),
+    )
+
+
+def _adapt(model: ZooModel, name: str, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
+    if any(k.endswith(".filt") for k in state):  # an official-release checkpoint
+        state = rename_keys(state, get_entry(name).arch, source="official")
+    conv_key = f"{model.first_conv}.weight"
+    if conv_key in state and state[conv_key].shape[1] != model.in_chans:
+        from timm.models import adapt_input_conv
+
+        state[conv_key] = adapt_input_conv(model.in_chans, state[conv_key])
+    fc_w, fc_b = f"{model.classifier_name}.weight", f"{model.classifier_name}.bias"
+    if fc_w in state and state[fc_w].shape[0] != model.num_classes:
+        if model.num_classes > 0:
+            warnings.warn(
+                f"{name}: the weights from {source} have {state[fc_w].shape[0]} classes, the model "
+                f"{model.num_classes}; the classifier {model.classifier_name} is re-initialised (train it)",
+                UserWarning,
+                stacklevel=_caller_stacklevel(),
+            )
+        state = {k: v for k, v in state.items() if k not in (fc_w, fc_b)}
+    return state
+
+
+def _apply(model: ZooModel, name: str, res: ResolvedWeights) -> None:
+    state = _adapt(model, name, res.state_dict, res.source)
+    own = model.state_dict()
+    dropped = {f"{model.classifier_name}.weight", f"{model.classifier_name}.bias"} - set(state)
+    missing = [k for k in own if k not in state and k not in dropped]
+    unexpected = [k for k in state if k not in own]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if missing or unexpected or wrong:
+
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+        problems = [
+            f"{label}: {few(keys)}"
+            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", wrong))
+            if keys
+        ]
+        raise IncompatibleWeightsError(f"weights from {res.source} do not fit {name}: " + "; ".join(problems))
+    model.load_state_dict(state, strict=not any(k in own for k in dropped))
+    cfg = {**model.default_pretrained_cfg(name), **res.cfg}
+    cfg.update(architecture=name, num_classes=model.num_classes)
+    size = cfg.get("input_size", (3, 224, 224))
+    cfg["input_size"] = (model.in_chans, *tuple(size)[1:])
+    model.pretrained_cfg = cfg
+    _warn_license(res)
+
+
+def load_pretrained(model: ZooModel, name: str, pretrained: bool | str | os.PathLike) -> None:
+    """Load weights into an already built ``model`` of registry name ``name`` (in place).
+
+    Adapts a different ``num_classes`` (classifier re-initialised, with a warning) and ``in_chans``
+    (first conv adapted like timm), and sets ``model.pretrained_cfg``.
+    """
+    _apply(model, name, resolve_weights(name, pretrained))
+
+
+def create_pretrained(entry: ModelEntry | str, pretrained: bool | str | os.PathLike, **kwargs: Any) -> ZooModel:
+    """Build ``entry`` with the weights ``pretrained`` (called by ``zoo.create``).
+
+    Build arguments stored with the weights (``model_args``, e.g. the ``num_classes`` of a
+    fine-tuned folder) are used unless ``kwargs`` override them.
+    """
+    from zoo.builder import build_model
+
+    entry = get_entry(entry) if isinstance(entry, str) else entry
+    res = resolve_weights(entry.name, pretrained)
+    model_args = {k: v for k, v in res.model_args.items() if k not in ("filter_size",) or entry.antialiased}
+    model = build_model(entry, **{**model_args, **kwargs})
+    _apply(model, entry.name, res)
+    return model

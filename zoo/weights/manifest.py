@@ -1,0 +1,240 @@
+"""The weights manifest (``weights_manifest.json``): one entry per published weight, named like timm
+tags (``resnet50_aa4.in1k_ft``), with its ordered sources, license, metrics and eval preprocessing."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from zoo.weights.io import atomic_write
+
+__all__ = [
+    "MANIFEST_PATH",
+    "SCHEMA_PATH",
+    "Manifest",
+    "WeightEntry",
+    "hub_org",
+    "load_manifest",
+    "manifest_path",
+    "record_hub_sha256",
+]
+
+MANIFEST_PATH = Path(__file__).with_name("weights_manifest.json")
+SCHEMA_PATH = Path(__file__).with_name("weights_manifest.schema.json")
+MANIFEST_ENV = "ZOO_MANIFEST"
+_TAG_PREFERENCE = ("in1k_ft", "in1k", "tv_in1k")  # pretrained=True picks the first one present
+
+
+def manifest_path() -> Path:
+    """The manifest in use: ``$ZOO_MANIFEST`` when set (e.g. a private mirror), else the packaged one."""
+    return Path(os.environ.get(MANIFEST_ENV) or MANIFEST_PATH)
+
+
+def hub_org(manifest: Manifest | None = None) -> str:
+    """Hugging Face organisation of the zoo's repos: ``$ZOO_HUB_ORG`` or the manifest default."""
+    manifest = manifest or load_manifest()
+    return os.environ.get(manifest.hub_org_env) or manifest.hub_org
+
+
+@dataclass(frozen=True)
+class WeightEntry:
+    """One published weight of the manifest (see ``weights_manifest.schema.json`` for the fields)."""
+
+    tag: str
+    data: dict[str, Any] = field(hash=False, repr=False)
+    manifest: Manifest = field(hash=False, repr=False, compare=False)
+
+    @property
+    def model(self) -> str:
+        return self.data["model"]
+
+    @property
+    def architecture(self) -> str:
+        return self.data["architecture"]
+
+    @property
+    def filter_size(self) -> int | None:
+        return self.data["filter_size"]
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        return dict(self.data["model_args"])
+
+    @property
+    def num_classes(self) -> int:
+        return self.data["num_classes"]
+
+    @property
+    def license(self) -> str:
+        return self.data["license"]
+
+    @property
+    def license_info(self) -> dict[str, Any]:
+        return self.manifest.licenses.get(self.license, {"name": self.license, "url": "", "commercial_use": False})
+
+    @property
+    def commercial_use(self) -> bool:
+        return bool(self.license_info["commercial_use"])
+
+    @property
+    def metrics(self) -> dict[str, Any] | None:
+        return self.data["metrics"]
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        return self.data["preprocess"]
+
+    @property
+    def pretrained_tag(self) -> str:
+        """The part after the dot (``in1k_ft``)."""
+        return self.tag.split(".", 1)[1]
+
+    def sources(self) -> list[dict[str, Any]]:
+        """The ordered sources with ``{org}`` resolved (``$ZOO_HUB_ORG``)."""
+        org = hub_org(self.manifest)
+        out = []
+        for src in self.data["sources"]:
+            src = dict(src)
+            if src["type"] == "hf-hub":
+                src["repo_id"] = src["repo_id"].replace("{org}", org)
+            out.append(src)
+        return out
+
+    def hub_source(self) -> dict[str, Any] | None:
+        return next((s for s in self.sources() if s["type"] == "hf-hub"), None)
+
+    def url_source(self) -> dict[str, Any] | None:
+        return next((s for s in self.sources() if s["type"] == "url"), None)
+
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """A timm-style pretrained cfg (``hf_hub_id``, ``url``, ``input_size``, ``crop_pct``, ``mean``, ...)."""
+        pre = self.preprocess
+        hub = self.hub_source()
+        url = self.url_source()
+        cfg: dict[str, Any] = {
+            "architecture": self.model,
+            "tag": self.pretrained_tag,
+            "weights": self.tag,
+            "hf_hub_id": f"{hub['repo_id']}" if hub else None,
+            "hf_hub_filename": hub["filename"] if hub else None,
+            "url": url["url"] if url else None,
+            "num_classes": self.num_classes,
+            "input_size": tuple(pre["input_size"]),
+            "crop_pct": pre["crop_pct"],
+            "crop_mode": "center",
+            "interpolation": pre["interpolation"],
+            "mean": tuple(pre["mean"]),
+            "std": tuple(pre["std"]),
+            "license": self.license,
+            "origin_url": self.data.get("origin_url"),
+            "paper_ids": self.data.get("paper"),
+            "label_set": self.data["labels"],
+            "metrics": self.metrics,
+        }
+        return {k: v for k, v in cfg.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed manifest: ``weights`` maps a tag to its ``WeightEntry``."""
+
+    path: Path
+    hub_org: str
+    hub_org_env: str
+    licenses: dict[str, dict[str, Any]] = field(hash=False)
+    label_sets: dict[str, str] = field(hash=False)
+    weights: dict[str, WeightEntry] = field(hash=False, repr=False)
+    raw: dict[str, Any] = field(hash=False, repr=False)
+
+    def get(self, tag: str) -> WeightEntry:
+        """The entry of a full tag (``resnet50_aa4.in1k_ft``); ``KeyError`` naming close tags otherwise."""
+        if tag in self.weights:
+            return self.weights[tag]
+        model = tag.split(".", 1)[0]
+        known = ", ".join(self.tags_for(model)) or "none"
+        raise KeyError(f"no weights tagged {tag!r} in {self.path.name}; tags of {model}: {known}")
+
+    def tags_for(self, model: str) -> list[str]:
+        """Tags of the weights for a model name, default first."""
+        tags = [t for t, e in self.weights.items() if e.model == model]
+        rank = {p: i for i, p in enumerate(_TAG_PREFERENCE)}
+        return sorted(tags, key=lambda t: (rank.get(t.split(".", 1)[1], len(rank)), t))
+
+    def default_tag(self, model: str) -> str | None:
+        """The weight ``pretrained=True`` loads for ``model`` (fine-tuned first), or ``None``."""
+        tags = self.tags_for(model)
+        return tags[0] if tags else None
+
+    def models_with_weights(self) -> list[str]:
+        return sorted({e.model for e in self.weights.values()})
+
+    def label_names(self, label_set: str) -> list[str]:
+        """Class names of a label set (e.g. ``imagenet-1k``), shipped as data beside the manifest."""
+        if label_set not in self.label_sets:
+            raise KeyError(f"unknown label set {label_set!r}; known: {', '.join(self.label_sets)}")
+        return _read_labels(str(MANIFEST_PATH.parent / self.label_sets[label_set]))
+
+
+@cache
+def _read_labels(path: str) -> list[str]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _check(data: dict[str, Any], path: Path) -> None:
+    """Light structural check (the full JSON schema is enforced by the test suite with jsonschema)."""
+    for key in ("hub_org", "hub_org_env", "licenses", "label_sets", "weights"):
+        if key not in data:
+            raise ValueError(f"{path}: weights manifest lacks the {key!r} field")
+    for tag, entry in data["weights"].items():
+        if not entry.get("sources"):
+            raise ValueError(f"{path}: weights {tag!r} has no sources")
+        if entry.get("license") not in data["licenses"]:
+            raise ValueError(f"{path}: weights {tag!r} has license {entry.get('license')!r}, not in 'licenses'")
+
+
+@cache
+def _load(path: str, mtime_ns: int) -> Manifest:
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"cannot parse weights manifest {file}: {err}") from err
+    _check(data, file)
+    weights: dict[str, WeightEntry] = {}
+    manifest = Manifest(
+        path=file,
+        hub_org=data["hub_org"],
+        hub_org_env=data["hub_org_env"],
+        licenses=data["licenses"],
+        label_sets=data["label_sets"],
+        weights=weights,
+        raw=data,
+    )
+    for tag, entry in data["weights"].items():
+        weights[tag] = WeightEntry(tag, entry, manifest)
+    return manifest
+
+
+def load_manifest(path: str | os.PathLike | None = None) -> Manifest:
+    """Parse the weights manifest (``$ZOO_MANIFEST`` or the packaged file); cached until the file changes."""
+    file = Path(path) if path is not None else manifest_path()
+    if not file.is_file():
+        raise FileNotFoundError(f"weights manifest not found: {file} (check ${MANIFEST_ENV})")
+    return _load(str(file.resolve()), file.stat().st_mtime_ns)
+
+
+def record_hub_sha256(tag: str, sha256: str, path: str | os.PathLike | None = None) -> Path:
+    """Write the SHA-256 of a published ``model.safetensors`` into the manifest's hub source (atomically)."""
+    file = Path(path) if path is not None else manifest_path()
+    data = json.loads(file.read_text(encoding="utf-8"))
+    if tag not in data["weights"]:
+        raise KeyError(f"no weights tagged {tag!r} in {file}")
+    hub = next((s for s in data["weights"][tag]["sources"] if s["type"] == "hf-hub"), None)
+    if hub is None:
+        raise ValueError(f"weights {tag!r} has no hf-hub source in {file}")
+    hub["sha256"] = sha256
+    return atomic_write(file, json.dumps(data, indent=1) + "\n")

@@ -1,0 +1,143 @@
+"""Publishing: a hub folder per manifest weight (``model.safetensors``, timm-compatible
+``config.json``, ``README.md`` model card), uploaded with ``HfApi.upload_folder``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from zoo.weights.io import WEIGHTS_NAME, save_model_dir, sha256_file
+from zoo.weights.load import create_pretrained
+from zoo.weights.manifest import WeightEntry, load_manifest, record_hub_sha256
+
+__all__ = ["build_hub_folder", "model_card", "push_weights"]
+
+_CITATION = """@inproceedings{zhang2019shiftinvar,
+  title={Making Convolutional Networks Shift-Invariant Again},
+  author={Zhang, Richard},
+  booktitle={ICML},
+  year={2019}
+}"""
+
+
+def model_card(entry: WeightEntry, params: int) -> str:
+    """The README.md of a hub repo: license, origin, published metrics, usage, citation."""
+    lic = entry.license_info
+    hub = entry.hub_source()
+    repo = hub["repo_id"] if hub else entry.tag
+    metrics = entry.metrics
+    kind = f"anti-aliased (BlurPool, filter size {entry.filter_size})" if entry.filter_size else "torchvision baseline"
+    lines = [
+        "---",
+        f"license: {entry.license}",
+        "library_name: timm",
+        "pipeline_tag: image-classification",
+        "tags: [image-classification, antialiased-zoo, blurpool, timm]",
+        "datasets: [imagenet-1k]",
+        "---",
+        f"# {entry.tag}",
+        "",
+        f"`{entry.model}`: {kind} {entry.architecture} for ImageNet-1k classification, "
+        f"{params / 1e6:.1f} M parameters.",
+        "",
+        f"- **Origin:** {entry.data['origin']} ({entry.data.get('origin_url', '')})",
+        f"- **Recipe:** {entry.data['recipe']}",
+        f"- **License:** {lic['name']} ({lic['url']})"
+        + ("" if lic["commercial_use"] else ". **Non-commercial use only.**"),
+        f"- **Eval preprocessing:** resize {round(entry.preprocess['input_size'][-1] / entry.preprocess['crop_pct'])}, "
+        f"center crop {entry.preprocess['input_size'][-1]}, {entry.preprocess['interpolation']}, "
+        f"mean {entry.preprocess['mean']}, std {entry.preprocess['std']}",
+        "",
+        "## Published results",
+        "",
+    ]
+    if metrics:
+        lines += [
+            "| ImageNet top-1 (%) | shift consistency (%) |",
+            "|---|---|",
+            f"| {metrics['imagenet_top1']:.2f} | {metrics['imagenet_consistency']:.2f} |",
+            "",
+            f"Protocol: {metrics['protocol']}. Source: {metrics['source']}.",
+        ]
+    else:
+        lines.append("No figures were published for these exact weights.")
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import zoo",
+        f'model = zoo.create("{entry.model}", pretrained="{entry.pretrained_tag}").eval()',
+        "transform = zoo.transforms(model)",
+        "",
+        "import timm  # after `import zoo`, which registers the zoo models with timm",
+        f'model = timm.create_model("hf-hub:{repo}", pretrained=True)',
+        "```",
+        "",
+        "## Citation",
+        "",
+        "```bibtex",
+        _CITATION,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def build_hub_folder(
+    tag: str, out_dir: str | os.PathLike, weights: str | os.PathLike | None = None
+) -> tuple[Path, str]:
+    """Write the hub folder of manifest weight ``tag``; returns ``(folder, sha256 of model.safetensors)``.
+
+    ``weights``: a local checkpoint (official ``.pth``, torchvision ``.pth``, or ``.safetensors`` in zoo
+    keys); default: the weights obtained from the manifest sources (cache or upstream).
+    """
+    entry = load_manifest().get(tag)
+    model = create_pretrained(entry.model, weights if weights is not None else entry.pretrained_tag)
+    cfg: dict[str, Any] = {**model.pretrained_cfg, **entry.pretrained_cfg()}
+    params = sum(p.numel() for p in model.parameters())
+    folder = save_model_dir(
+        model,
+        out_dir,
+        name=entry.model,
+        model_args=entry.model_args,
+        pretrained_cfg=cfg,
+        extra_files={"README.md": model_card(entry, params)},
+    )
+    return folder, sha256_file(folder / WEIGHTS_NAME)
+
+
+def push_weights(
+    tag: str,
+    out_dir: str | os.PathLike,
+    *,
+    weights: str | os.PathLike | None = None,
+    dry_run: bool = False,
+    record: bool | None = None,
+    repo_id: str | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """Build the hub folder of ``tag``, upload it (unless ``dry_run``) and record its SHA-256 in the manifest
+    (``record``; default: only when uploaded, so a dry run leaves the manifest alone).
+
+    Returns ``{"folder", "sha256", "repo_id", "uploaded", "recorded"}``.
+    """
+    entry = load_manifest().get(tag)
+    folder, digest = build_hub_folder(tag, out_dir, weights)
+    hub = entry.hub_source()
+    repo = repo_id or (hub["repo_id"] if hub else None)
+    uploaded = False
+    if not dry_run:
+        if repo is None:
+            raise ValueError(f"{tag} has no hf-hub source; pass repo_id")
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+        api.create_repo(repo, exist_ok=True)
+        api.upload_folder(repo_id=repo, folder_path=str(folder), commit_message=f"Add {tag}")
+        uploaded = True
+    record = uploaded if record is None else record
+    if record:
+        record_hub_sha256(tag, digest)
+    return {"folder": str(folder), "sha256": digest, "repo_id": repo, "uploaded": uploaded, "recorded": record}

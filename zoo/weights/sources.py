@@ -1,0 +1,276 @@
+"""Where weights come from: the Hugging Face Hub (``hf_hub_download``) and upstream URLs (downloaded
+with a progress bar, hash-checked, converted to safetensors and cached).
+
+Environment (read at call time, so it can change within a process):
+``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` (also ``ZOO_OFFLINE``),
+``ZOO_CACHE_DIR`` (converted upstream weights), ``ZOO_DOWNLOAD_RETRIES`` (default 3),
+``ZOO_RETRY_BACKOFF`` (seconds, default 1.0), ``ZOO_UPSTREAM_MIRROR`` (a base URL tried before
+each upstream URL, serving the same file names).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from zoo.weights.convert import rename_keys
+from zoo.weights.errors import CorruptWeightsError, HashMismatchError
+from zoo.weights.io import atomic_write, load_state_dict_file, save_state_dict, sha256_file
+
+__all__ = [
+    "SourceError",
+    "cache_dir",
+    "download_url",
+    "fetch_hub",
+    "fetch_url",
+    "hf_cache_dir",
+    "is_offline",
+    "mirror_url",
+]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TRUE = {"1", "true", "yes", "on"}
+USER_AGENT = "antialiased-zoo"
+
+
+class SourceError(Exception):
+    """One source failed; the message is the reason shown in ``WeightsUnavailableError``."""
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def is_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``ZOO_OFFLINE``) is set: use cached files only."""
+    return _env_true("HF_HUB_OFFLINE") or _env_true("ZOO_OFFLINE")
+
+
+def cache_dir() -> Path:
+    """Cache of converted upstream weights: ``$ZOO_CACHE_DIR`` or ``$XDG_CACHE_HOME/antialiased-zoo``."""
+    if os.environ.get("ZOO_CACHE_DIR"):
+        return Path(os.environ["ZOO_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "antialiased-zoo"
+
+
+def hf_cache_dir() -> Path:
+    """huggingface_hub's cache: ``$HF_HUB_CACHE`` or ``$HF_HOME/hub`` (default ``~/.cache/huggingface/hub``)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def _retries() -> int:
+    return max(1, int(os.environ.get("ZOO_DOWNLOAD_RETRIES", "3")))
+
+
+def _backoff() -> float:
+    return float(os.environ.get("ZOO_RETRY_BACKOFF", "1.0"))
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    cause = err.__cause__ or err.__context__
+    if cause is not None and str(cause).strip() and str(cause).strip().splitlines()[0] not in first:
+        first += f" (cause: {type(cause).__name__}: {str(cause).strip().splitlines()[0]})"
+    return f"{type(err).__name__}: {first}"
+
+
+# --- Hugging Face Hub -------------------------------------------------------------------------
+
+
+def _evict_hub_file(pointer: Path) -> None:
+    """Remove a cached hub file: its snapshot pointer and the blob it links to."""
+    blob = Path(os.path.realpath(pointer))
+    pointer.unlink(missing_ok=True)
+    if blob != pointer:
+        blob.unlink(missing_ok=True)
+
+
+def _hub_download(repo_id: str, filename: str, revision: str, force: bool = False) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    # LocalEntryNotFoundError subclasses EntryNotFoundError: it is caught first.
+
+    try:
+        path = hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            endpoint=os.environ.get("HF_ENDPOINT") or None,
+            cache_dir=hf_cache_dir(),
+            local_files_only=is_offline(),
+            force_download=force,
+            library_name=USER_AGENT,
+        )
+    except LocalEntryNotFoundError as err:
+        why = "offline mode (HF_HUB_OFFLINE=1) and not in the cache" if is_offline() else "hub unreachable"
+        raise SourceError(f"{why}: {_short(err)}") from err
+    except RepositoryNotFoundError as err:
+        raise SourceError(f"repository {repo_id} not found (or private): {_short(err)}") from err
+    except RevisionNotFoundError as err:
+        raise SourceError(f"revision {revision!r} of {repo_id} not found") from err
+    except EntryNotFoundError as err:
+        raise SourceError(f"{filename} not found in {repo_id}@{revision}") from err
+    except Exception as err:  # network errors (httpx), HTTP 5xx after retries, size mismatch (OSError)
+        raise SourceError(_short(err)) from err
+    return Path(path)
+
+
+def fetch_hub(
+    repo_id: str, filename: str = "model.safetensors", revision: str = "main", sha256: str | None = None
+) -> Path:
+    """Download (or reuse from the HF cache) one file of a hub repo and verify its SHA-256.
+
+    The expected hash is ``sha256`` when given, else the hub's LFS ETag (the blob name) when it
+    is a SHA-256. A mismatching cached file is evicted and fetched once more; a second mismatch
+    evicts it again and raises ``HashMismatchError`` (so nothing wrong stays in the cache).
+    """
+    for attempt in range(2):
+        path = _hub_download(repo_id, filename, revision, force=attempt > 0)
+        blob_name = Path(os.path.realpath(path)).name
+        expected = sha256 or (blob_name if _SHA256.match(blob_name) else None)
+        if expected is None:
+            return path
+        actual = sha256_file(path)
+        if actual == expected:
+            return path
+        _evict_hub_file(path)
+        if attempt == 1 or is_offline():
+            raise HashMismatchError(
+                f"SHA-256 mismatch for {repo_id}/{filename}@{revision}: expected {expected}, got {actual}; "
+                "the file was removed from the cache"
+            )
+    raise AssertionError("unreachable")
+
+
+# --- upstream URLs -----------------------------------------------------------------------------
+
+
+def mirror_url(url: str) -> str | None:
+    """``$ZOO_UPSTREAM_MIRROR`` + the file name of ``url``, when the mirror is set."""
+    base = os.environ.get("ZOO_UPSTREAM_MIRROR")
+    return f"{base.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if base else None
+
+
+def _check_hash(path: Path, sha256: str | None, prefix: str | None, url: str) -> str:
+    actual = sha256_file(path)
+    if sha256 and actual != sha256:
+        raise HashMismatchError(f"SHA-256 mismatch for {url}: expected {sha256}, got {actual}")
+    if prefix and not actual.startswith(prefix):
+        raise HashMismatchError(f"SHA-256 mismatch for {url}: expected a hash starting {prefix}, got {actual}")
+    return actual
+
+
+def download_url(url: str, dest: Path, *, desc: str | None = None, timeout: float = 30.0) -> None:
+    """Stream ``url`` into ``dest`` with a tqdm bar, retrying transient failures (5xx, 429, resets,
+    truncated bodies) ``$ZOO_DOWNLOAD_RETRIES`` times with exponential backoff. 4xx errors are final.
+    ``dest`` is overwritten from the start on each attempt; the caller owns atomicity."""
+    retries, backoff = _retries(), _backoff()
+    last: Exception | None = None
+    for attempt in range(retries):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+            with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as out:
+                total = response.headers.get("Content-Length")
+                total = int(total) if total is not None else None
+                received = 0
+                with tqdm(total=total, unit="B", unit_scale=True, desc=desc or url.rsplit("/", 1)[-1]) as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+                if total is not None and received != total:
+                    raise http.client.IncompleteRead(b"", total - received)
+            return
+        except urllib.error.HTTPError as err:
+            last = err
+            if err.code < 500 and err.code != 429:
+                raise SourceError(f"HTTP {err.code} {err.reason} for {url}") from err
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+            last = err
+    raise SourceError(f"failed after {retries} attempt(s): {_short(last)}") from last
+
+
+def _convert(state: dict, fmt: str, arch: str) -> dict:
+    if fmt == "official":
+        return rename_keys(state, arch, source="official")
+    if fmt in ("torchvision", "zoo"):
+        return state
+    raise ValueError(f"unknown weights format {fmt!r}; valid: official, torchvision, zoo")
+
+
+def _cached_ok(dest: Path, meta_file: Path) -> bool:
+    if not (dest.is_file() and meta_file.is_file()):
+        return False
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        return meta.get("sha256") == sha256_file(dest)
+    except (OSError, ValueError):
+        return False
+
+
+def fetch_url(
+    url: str,
+    *,
+    fmt: str,
+    arch: str,
+    sha256: str | None = None,
+    sha256_prefix: str | None = None,
+) -> Path:
+    """Download an upstream checkpoint, check its hash, convert it to zoo keys and cache it as
+    safetensors (``cache_dir()/upstream/NAME.safetensors`` + a ``.json`` record of its own hash).
+
+    A cached file whose hash no longer matches its record (truncated, corrupt) is fetched again.
+    """
+    name = url.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    dest = cache_dir() / "upstream" / f"{name}.safetensors"
+    meta_file = dest.with_suffix(".json")
+    if _cached_ok(dest, meta_file):
+        return dest
+    dest.unlink(missing_ok=True)
+    meta_file.unlink(missing_ok=True)
+    if is_offline():
+        raise SourceError(f"offline mode (HF_HUB_OFFLINE=1) and not in the zoo cache ({dest})")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".pth", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        download_url(url, tmp_path)
+        source_sha = _check_hash(tmp_path, sha256, sha256_prefix, url)
+        try:
+            state = load_state_dict_file(tmp_path)
+        except CorruptWeightsError as err:
+            raise SourceError(f"downloaded file from {url} is unreadable: {err}") from err
+        save_state_dict(_convert(state, fmt, arch), dest, metadata={"source_url": url, "source_sha256": source_sha})
+        record = {"sha256": sha256_file(dest), "source_url": url, "source_sha256": source_sha, "format": fmt}
+        atomic_write(meta_file, json.dumps(record, indent=1) + "\n")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            dest.unlink(missing_ok=True)
+        raise
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return dest
