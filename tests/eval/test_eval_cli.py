@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,9 @@ def test_zoo_eval_on_embedded_default_writes_all_outputs(tmp_path: Path, capsys)
     ]
     assert "resnet18_aa4 consistency: crop" in capsys.readouterr().out
     assert not list(out.glob(".*"))  # no temp files left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((out / "features.png").stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_cli_errors_are_clear(tmp_path: Path, capsys) -> None:
@@ -97,3 +102,26 @@ def test_pretrained_modes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     (loaded,) = load_models(["resnet18"], "required", weights={"resnet18": str(tmp_path / "ckpt")})
     assert loaded.weights.startswith("checkpoint") and loaded.module.num_classes == 3
     assert torch.equal(loaded.module.fc.weight, source.fc.weight)
+
+
+def test_generator_metric_from_the_command_line(tmp_path: Path) -> None:
+    args = ["eval", "--generator", "eval_nets:pointwise_generator", "--metrics", "generation", "--limit", "3"]
+    assert main([*args, "--set", "generation.size=32", "--no-progress", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())["models"]["pointwise_generator"]["generation"]
+    assert result["exact"] == 3 and result["psnr"] == "inf" and result["mse"] == 0.0
+    assert (tmp_path / "generation.csv").read_text().startswith("model,psnr")
+
+
+@pytest.mark.slow
+def test_default_embedded_run_separates_the_architectures(tmp_path: Path) -> None:
+    """The documented default run (all metrics, default sizes); random init, seed 0."""
+    assert main(["eval", "--models", "resnet18,resnet18_aa4", "--pretrained", "none", "--no-progress",
+                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    models = json.loads((tmp_path / "results.json").read_text())["models"]
+    base, aa = models["resnet18"], models["resnet18_aa4"]
+    assert aa["features"]["layers"]["layer4"]["mean"] < base["features"]["layers"]["layer4"]["mean"] / 2
+    assert (
+        aa["deformation"]["layers"]["output"]["sensitivity"][-1]
+        < base["deformation"]["layers"]["output"]["sensitivity"][-1]
+    )
+    assert base["consistency"]["crop"]["n"] == 42

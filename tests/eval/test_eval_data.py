@@ -52,7 +52,12 @@ def test_hf_source_adapter_and_missing_extra(monkeypatch) -> None:
     rows = [{"image": Image.new("RGB", (8, 8), (k, k, k)), "label": k % 2} for k in range(3)]
     source = HFSource(rows, name="fake")
     assert len(source) == 3 and source.load(2)[1] == 0
-    assert HFSource(rows, label_key="nope").load(1)[1] is None
+    assert HFSource(rows, label_key="nope").load(1)[1] is None and source.classes is None
+
+    class Labelled(list):  # a datasets.Dataset exposes its ClassLabel names under .features
+        features = {"label": type("ClassLabel", (), {"names": ["cat", "dog"]})()}
+
+    assert HFSource(Labelled(rows)).classes == ["cat", "dog"]
     with pytest.raises(ValueError, match="no column 'img'"):
         HFSource(rows, image_key="img")
     monkeypatch.setitem(sys.modules, "datasets", None)  # the optional extra is not installed

@@ -37,7 +37,7 @@ def test_onnx_opset17_matches_eager(name: str, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
     x = rand_input(size, batch=3)  # another batch size than the export example: the batch axis is dynamic
     with torch.no_grad():
-        assert model(x).std() > 0.1  # logits of a real scale, so 1e-4 is a real bound
+        assert model(x).std() > 0.01  # logits of a real spread (100x the tolerance), not ~0
     assert onnx_max_abs_diff(model, path, x) < 1e-4
 
 

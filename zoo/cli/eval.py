@@ -6,6 +6,7 @@ import argparse
 import importlib
 from typing import Any
 
+import torch
 import yaml
 
 __all__ = ["register"]
@@ -66,6 +67,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from zoo.eval._dist import init_from_env, is_main
     from zoo.eval.runner import load_config, load_models, run_eval
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     created = init_from_env()
     try:
         config = load_config(args.config, _overrides(args))
@@ -110,6 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed of the image order and of all per-image offsets")
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--workers", dest="num_workers", type=int, help="data-loader worker processes")
+    p.add_argument("--threads", type=int, help="CPU threads of torch (default: torch's choice)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the model's, i.e. cpu)")
     p.add_argument(
         "--pretrained",

@@ -133,6 +133,8 @@ class HFSource:
         if image_key not in first:
             raise ValueError(f"dataset {name}: no column {image_key!r}; columns: {', '.join(first)}")
         self.label_key = label_key if label_key and label_key in first else None
+        feature = getattr(dataset, "features", {}).get(self.label_key) if self.label_key else None
+        self.classes: list[str] | None = list(feature.names) if hasattr(feature, "names") else None
 
     @classmethod
     def open(cls, spec: str, split: str = "validation", **kwargs: Any) -> HFSource:

@@ -13,6 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from zoo.eval._io import publish
+
 __all__ = [
     "PLOTTERS",
     "plot_consistency",
@@ -33,7 +35,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         plt.close(fig)
         if os.path.exists(tmp):
@@ -151,7 +153,7 @@ def plot_deformation(results: Results, path: Path) -> Path:
         ax.set_xlabel("C (pixels)")
     axes[0][0].set_ylabel("sensitivity")
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle("Deformation sensitivity (Ruderman et al.)")
+    fig.suptitle("Deformation sensitivity (Ruderman et al.)", y=1.05)
     return _save(fig, path)
 
 

@@ -6,31 +6,16 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from zoo.eval._io import atomic_write_text
 from zoo.eval.plots import PLOTTERS
 
-__all__ = ["TABLES", "atomic_write_text", "jsonable", "write_report"]
+__all__ = ["TABLES", "jsonable", "write_report"]
 
 Row = dict[str, Any]
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to a temp file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def jsonable(obj: Any) -> Any:

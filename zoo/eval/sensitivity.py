@@ -133,7 +133,7 @@ def shift_sensitivity(
     ``mean``/``std`` are the normalization of the images (black = ``-mean / std``).
 
     Returns ``{"p_change", "p_change_ci95", "mac", "mac_ci95", "n" (images), "pairs", "protocol",
-    "embed_size", "frames"}``: means over images of the per-image rates, normal 95% intervals.
+    "embed_size", "frames"}``: means over images of the per-image rates, normal 95% intervals clipped to [0, 1].
     """
     dev = model_device(model, device)
     background = [-m / s for m, s in zip(mean, std)]
@@ -157,9 +157,9 @@ def shift_sensitivity(
     m, m_lo, m_hi = mean_ci(table[:, 1])
     return {
         "p_change": float(p),
-        "p_change_ci95": [float(p_lo), float(p_hi)],
+        "p_change_ci95": [max(0.0, float(p_lo)), min(1.0, float(p_hi))],  # both are in [0, 1]
         "mac": float(m),
-        "mac_ci95": [float(m_lo), float(m_hi)],
+        "mac_ci95": [max(0.0, float(m_lo)), min(1.0, float(m_hi))],
         "n": len(records),
         "pairs": len(records) * (frames - 1),
         "protocol": protocol,

@@ -304,11 +304,11 @@ def records_bundle(
     """Train/eval datasets from row sequences (Hugging Face splits); no eval rows -> seeded held-out split."""
     if len(train_rows) == 0:
         raise DatasetError(f"split {cfg.train_split!r} is empty")
+    first = train_rows[0]
     for key in (cfg.image_key, cfg.label_key):
-        if key not in train_rows[0]:
+        if key not in first:
             raise DatasetError(
-                f"rows have no column {key!r}; columns: {', '.join(train_rows[0])} "
-                "(set data.image_key / data.label_key)"
+                f"rows have no column {key!r}; columns: {', '.join(first)} (set data.image_key / data.label_key)"
             )
     labels = _labels(train_rows, cfg.label_key)
     if classes is None:
