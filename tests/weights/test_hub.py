@@ -6,6 +6,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -252,3 +253,20 @@ def test_wrong_hash_is_a_hash_mismatch_error(hub, env, repo_folder):
     with pytest.raises(HashMismatchError):
         fetch_hub(REPO, "model.safetensors", "main", sha256="1" * 64)
     assert hub_cache_files(env) == []
+
+
+def test_no_network_fails_fast_and_a_cached_copy_still_serves(hub, env, repo_folder, monkeypatch):
+    """Unresolvable hosts (no network): no 40 s of retries; the hub cache still serves once filled."""
+    unresolvable = "http://hub.zoo-test.invalid"  # .invalid never resolves (RFC 2606)
+    monkeypatch.setenv("ZOO_UPSTREAM_MIRROR", unresolvable)
+    monkeypatch.setenv("HF_ENDPOINT", unresolvable)
+    start = time.monotonic()
+    with pytest.raises(zoo.WeightsUnavailableError, match=r"cannot resolve hub\.zoo-test\.invalid \(no network\?\)"):
+        zoo.create(MODEL, pretrained=TAG)
+    assert time.monotonic() - start < 10
+    hub.add_repo(REPO, repo_folder)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    online = zoo.create(MODEL, pretrained=TAG)
+    monkeypatch.setenv("HF_ENDPOINT", unresolvable)
+    cached = zoo.create(MODEL, pretrained=TAG)
+    assert torch.equal(logits(online), logits(cached))

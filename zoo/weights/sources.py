@@ -15,9 +15,11 @@ import http.client
 import json
 import os
 import re
+import socket
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -100,6 +102,17 @@ def _evict_hub_file(pointer: Path) -> None:
         blob.unlink(missing_ok=True)
 
 
+def _resolvable(url: str) -> bool:
+    """Whether the host of ``url`` has an address. Without one (no network) the hub client would
+    retry for ~40 s before falling back to its cache; we go to the cache at once instead."""
+    host = urllib.parse.urlsplit(url).hostname
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return True
+
+
 def _hub_download(repo_id: str, filename: str, revision: str, force: bool = False) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
@@ -110,21 +123,26 @@ def _hub_download(repo_id: str, filename: str, revision: str, force: bool = Fals
     )
 
     # LocalEntryNotFoundError subclasses EntryNotFoundError: it is caught first.
-
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    cache_only = is_offline() or not _resolvable(endpoint or "https://huggingface.co")
     try:
         path = hf_hub_download(
             repo_id,
             filename,
             revision=revision,
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
+            endpoint=endpoint,
             cache_dir=hf_cache_dir(),
-            local_files_only=is_offline(),
+            local_files_only=cache_only,
             force_download=force,
             library_name=USER_AGENT,
         )
     except LocalEntryNotFoundError as err:
-        why = "offline mode (HF_HUB_OFFLINE=1) and not in the cache" if is_offline() else "hub unreachable"
-        raise SourceError(f"{why}: {_short(err)}") from err
+        if is_offline():
+            raise SourceError(f"offline mode (HF_HUB_OFFLINE=1) and not in the cache: {_short(err)}") from err
+        if cache_only:
+            host = urllib.parse.urlsplit(endpoint or "https://huggingface.co").hostname
+            raise SourceError(f"hub unreachable: cannot resolve {host} (no network?), and not in the cache") from err
+        raise SourceError(f"hub unreachable: {_short(err)}") from err
     except RepositoryNotFoundError as err:
         raise SourceError(f"repository {repo_id} not found (or private): {_short(err)}") from err
     except RevisionNotFoundError as err:
@@ -208,7 +226,11 @@ def download_url(url: str, dest: Path, *, desc: str | None = None, timeout: floa
             last = err
             if err.code < 500 and err.code != 429:
                 raise SourceError(f"HTTP {err.code} {err.reason} for {url}") from err
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, socket.gaierror):  # DNS failure: no network, retrying won't help
+                raise SourceError(f"cannot resolve the host of {url} (no network?): {err.reason}") from err
+            last = err
+        except (OSError, http.client.HTTPException) as err:
             last = err
     raise SourceError(f"failed after {retries} attempt(s): {_short(last)}") from last
 
