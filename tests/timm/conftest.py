@@ -8,14 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from support.hub_server import HubServer
-from timm_testlib import scramble
+from timm_testlib import TAG, TEST_ORG, scramble
 
 import zoo
 from zoo.weights.io import save_state_dict
 from zoo.weights.publish import push_weights
-
-TEST_ORG = "timmtestorg"
-TAG = "resnet18_aa4.in1k_ft"
 
 
 @pytest.fixture(scope="session")

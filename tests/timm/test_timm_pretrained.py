@@ -11,9 +11,8 @@ import pytest
 import timm
 import timm.models._builder as timm_builder
 import torch
-from conftest import TAG, TEST_ORG
 from PIL import Image
-from timm_testlib import rand_input
+from timm_testlib import TAG, TEST_ORG, rand_input
 
 import zoo
 import zoo.weights.load as zoo_load

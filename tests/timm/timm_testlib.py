@@ -9,6 +9,9 @@ from torch import nn
 
 from zoo.timm_bridge import timm_model_names
 
+TEST_ORG = "timmtestorg"  # the loopback hub org of the timm tests
+TAG = "resnet18_aa4.in1k_ft"
+
 FAMILY_REPS = [
     "resnet18_aa4",
     "vgg11_bn_aa4",

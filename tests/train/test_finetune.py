@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from train_testlib import tiny
 
 import zoo
 from zoo.train import finetune
@@ -38,8 +39,6 @@ def _tree(path):
 
 @pytest.fixture(scope="module")
 def one_epoch(tmp_path_factory):
-    from conftest import tiny
-
     out = tmp_path_factory.mktemp("runs")
     return finetune(None, tiny(out, "output.plots=true"))
 
