@@ -5,6 +5,7 @@
 >>> baseline = zoo.create("resnet50")           # its torchvision twin
 """
 
+from zoo import export
 from zoo import timm_bridge as _timm_bridge  # noqa: F401  (registers the *_aaK models with timm)
 from zoo.builder import create
 from zoo.layers import BlurConv2d, BlurPool2d, MaxBlurPool2d, binomial_filter
@@ -23,6 +24,7 @@ __all__ = [
     "__version__",
     "binomial_filter",
     "create",
+    "export",
     "label_names",
     "list_models",
     "transforms",
