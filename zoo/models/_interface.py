@@ -1,6 +1,7 @@
 """What every zoo model offers: the timm model interface on top of torchvision's key names."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: fx copies the annotations of ``ZooModel.forward``
+# into the code of a traced graph, and TorchScript cannot resolve them as strings ('_Tensor_').
 
 from typing import Any
 
@@ -14,15 +15,22 @@ from zoo.layers import BlurPool2d, check_filter_size, normalize_pad_mode
 __all__ = ["ZooModel", "blur_or_identity", "check_input", "checkpoint_seq", "conv_out"]
 
 
+def _shape_text(x: Tensor) -> str:
+    return "(" + ", ".join([str(s) for s in x.shape]) + ")"
+
+
 @torch.fx.wrap
 def check_input(x: Tensor, in_chans: int, min_size: int, name: str) -> None:
-    """Raise a clear ``ValueError`` for a wrong channel count or an image too small for the net."""
+    """Raise a clear ``ValueError`` for a wrong channel count or an image too small for the net.
+
+    Scriptable: an fx graph of a zoo model keeps this call, and ``torch.jit.script`` compiles it.
+    """
     if x.dim() != 4:
-        raise ValueError(f"{name} expects a 4-D batch (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
+        raise ValueError(f"{name} expects a 4-D batch (N, C, H, W), got a tensor of shape {_shape_text(x)}")
     if x.shape[1] != in_chans:
         raise ValueError(
             f"{name} was built for {in_chans} input channels but got {x.shape[1]} "
-            f"(input shape {tuple(x.shape)}); build it with in_chans={x.shape[1]} or convert the input"
+            f"(input shape {_shape_text(x)}); build it with in_chans={x.shape[1]} or convert the input"
         )
     h, w = x.shape[-2], x.shape[-1]
     if h < min_size or w < min_size:

@@ -1,0 +1,67 @@
+"""fx trace -> TorchScript -> forward equals eager (torchvision's feature extraction, then script).
+
+Default run: one model per family (anti-aliased and a baseline); ``slow``: every registered name.
+torchvision's own densenet scripts after fx too, so no family is excluded.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.models.feature_extraction import create_feature_extractor
+
+import zoo
+from zoo.registry import list_models
+
+FAMILY_REPS = ["resnet18_aa4", "vgg11_bn_aa3", "alexnet_aa4", "densenet121_aa4", "mobilenet_v2_aa2",
+               "mobilenet_v3_small_aa5", "resnet18"]  # fmt: skip
+CASES = [*FAMILY_REPS, *(pytest.param(n, marks=pytest.mark.slow) for n in list_models() if n not in FAMILY_REPS)]
+
+
+def _scramble_bn(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial BN statistics, so outputs are O(1) and a wrong graph cannot pass by being ~0."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return model
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fx_feature_extractor_scripts_and_matches_eager(name: str) -> None:
+    torch.manual_seed(0)
+    model = _scramble_bn(zoo.create(name, num_classes=5)).eval()
+    level = model.feature_info[1]["module"]
+    fx_model = create_feature_extractor(model, return_nodes={level: "mid", model.classifier_name: "logits"})
+    scripted = torch.jit.script(fx_model)
+    side = max(64, model.min_input_size)
+    for size in (side, side + 32):  # a second size: nothing about the input shape is baked in
+        x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(size))
+        with torch.no_grad():
+            want = model(x)
+            want_mid = model.forward_intermediates(x, indices=[1], intermediates_only=True)[0]
+            got = scripted(x)
+        assert want.abs().max() > 1e-3
+        torch.testing.assert_close(got["logits"], want, rtol=0, atol=0)
+        torch.testing.assert_close(got["mid"], want_mid, rtol=0, atol=0)
+
+
+def test_symbolic_trace_scripts() -> None:
+    """Plain ``torch.fx.symbolic_trace`` of the whole model, then script (timm's fx + TorchScript check)."""
+    model = _scramble_bn(zoo.create("resnet18_aa4", num_classes=3)).eval()
+    scripted = torch.jit.script(torch.fx.symbolic_trace(model))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=0)
+        with pytest.raises(Exception, match=r"built for 3 input channels but got 1 \(input shape \(1, 1, 64, 64\)\)"):
+            scripted(torch.randn(1, 1, 64, 64))  # the input check survives fx and scripting
