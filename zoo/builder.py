@@ -19,7 +19,7 @@ def _model_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(
             f"{entry.name}: unexpected argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(accepted))}"
         )
-    if not entry.antialiased and ("filter_size" in kwargs or kwargs.get("aa_stem")):
+    if not entry.antialiased and ("filter_size" in kwargs or kwargs.get("aa_stem") is True):
         raise ValueError(
             f"{entry.name} is the torchvision baseline (no blur); use {entry.arch}_aa4 or another "
             f"{entry.arch}_aaK for an anti-aliased model"

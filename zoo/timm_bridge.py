@@ -144,6 +144,13 @@ def create_timm_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.
     (``num_classes``, ``in_chans``, ``global_pool``, ``drop_rate``, ``pad_mode``, ``aa_stem``).
     """
     entry = get_entry(name)
+    if pretrained is None:
+        pretrained = False
+    if not isinstance(pretrained, bool):
+        raise ValueError(
+            f"{name}: timm's pretrained must be True or False, got {pretrained!r}; for a weights file or folder "
+            "pass pretrained=True, pretrained_cfg_overlay=dict(file=PATH) (or use zoo.create(name, pretrained=PATH))"
+        )
     kwargs.pop("cache_dir", None)  # weights are cached by the zoo (HF_HOME, ZOO_CACHE_DIR)
     raw_cfg = kwargs.pop("pretrained_cfg", None)
     if isinstance(raw_cfg, dict):

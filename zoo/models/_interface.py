@@ -3,6 +3,7 @@
 # No ``from __future__ import annotations`` here: fx copies the annotations of ``ZooModel.forward``
 # into the code of a traced graph, and TorchScript cannot resolve them as strings ('_Tensor_').
 
+import numbers
 from typing import Any
 
 import torch
@@ -70,6 +71,11 @@ def conv_out(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def _is_probability(p: object) -> bool:
+    """A real number in [0, 1) (NaN fails the comparison); bools are refused."""
+    return isinstance(p, numbers.Real) and not isinstance(p, bool) and 0.0 <= float(p) < 1.0
+
+
 def blur_or_identity(channels: int, filter_size: int | None, stride: int, pad_mode: str) -> nn.Module:
     """``BlurPool2d`` when anti-aliasing at a stride > 1, else ``nn.Identity``."""
     if filter_size is None or stride == 1:
@@ -104,6 +110,10 @@ class ZooModel(nn.Module):
         aa_stem: bool,
     ) -> None:
         super().__init__()
+        if not isinstance(aa_stem, bool):
+            raise ValueError(f"aa_stem must be True or False, got {aa_stem!r}")
+        if not _is_probability(drop_rate):
+            raise ValueError(f"drop_rate must be a number in [0, 1) (the dropout probability), got {drop_rate!r}")
         if filter_size is not None:
             check_filter_size(filter_size)
         elif aa_stem:

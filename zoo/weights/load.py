@@ -180,6 +180,11 @@ def resolve_weights(name: str, pretrained: bool | str | os.PathLike) -> Resolved
     if not isinstance(pretrained, (str, os.PathLike)) or isinstance(pretrained, bool):
         raise ValueError(f"pretrained must be True, a tag, a path or 'hf-hub:org/repo', got {pretrained!r}")
     text = os.fspath(pretrained)
+    if not text.strip():  # Path("") is the current directory: never load from it by accident
+        raise ValueError(
+            f"pretrained={pretrained!r} is empty: pass True, a weight tag, a path (e.g. '.' for the current "
+            "folder) or 'hf-hub:org/repo'; False for random initialisation"
+        )
     if text.startswith("hf-hub:"):
         return _from_hub_repo(text)
     path = Path(text).expanduser()
