@@ -17,6 +17,7 @@ cfg resolution (tags, ``hf-hub:`` / ``local-dir:`` config.json, ``pretrained_cfg
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -32,12 +33,15 @@ from timm.models import (
     register_model,
     resolve_pretrained_cfg,
 )
+from timm.models import _hub as _timm_hub
 from timm.models._builder import pretrained_cfg_for_features
 from torch import nn
 
 from zoo.builder import build_model
 from zoo.models._interface import ZooModel
 from zoo.registry import REGISTRY, ModelEntry, get_entry
+from zoo.weights.errors import CorruptWeightsError
+from zoo.weights.load import check_config
 from zoo.weights.manifest import load_manifest
 
 __all__ = ["TIMM_MODULE", "create_timm_model", "pretrained_source", "timm_cfgs", "timm_model_names"]
@@ -212,5 +216,28 @@ def _register_all() -> None:
         register_model(fn)
 
 
+def _check_timm_config_reader() -> None:
+    """Make timm's reader of ``config.json`` (``local-dir:`` and ``hf-hub:`` model names, read by timm
+    before any zoo code runs) refuse an invalid file with one error naming it, instead of timm's
+    ``AttributeError`` / ``TypeError`` / ``KeyError`` from deep inside. Valid files read exactly as before."""
+    original = _timm_hub.load_cfg_from_json
+    if getattr(original, "zoo_checked", False):
+        return
+
+    def load_cfg_from_json(json_file: str | os.PathLike) -> dict[str, Any]:
+        try:
+            config = original(json_file)
+        except json.JSONDecodeError as err:
+            raise CorruptWeightsError(f"cannot parse {json_file}: not valid JSON ({err})") from err
+        check_config(config, os.fspath(json_file))
+        if not isinstance(config.get("architecture"), str):
+            raise CorruptWeightsError(f"{json_file} names no architecture (the model name timm builds)")
+        return config
+
+    load_cfg_from_json.zoo_checked = True  # type: ignore[attr-defined]
+    _timm_hub.load_cfg_from_json = load_cfg_from_json
+
+
 default_cfgs = generate_default_cfgs(timm_cfgs())  # read by timm's register_model
 _register_all()
+_check_timm_config_reader()

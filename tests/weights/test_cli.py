@@ -90,7 +90,7 @@ def test_convert_torchvision_by_key_name(tmp_path, monkeypatch, capsys):
     # the same weights into the anti-aliased model (the fine-tuning start point)
     assert main(["convert", "torchvision", str(pth), "--model", "mobilenet_v2_aa4", "--out", str(tmp_path / "aa")]) == 0
     assert main(["convert", "torchvision", str(pth), "--model", "resnet18", "--out", str(tmp_path / "x")]) == 2
-    assert "Missing key(s)" in capsys.readouterr().err
+    assert "does not fit resnet18: missing keys: conv1.weight" in capsys.readouterr().err
     assert (
         main(["convert", "torchvision", "NoSuch_Weights.X", "--model", "resnet18", "--out", str(tmp_path / "y")]) == 2
     )

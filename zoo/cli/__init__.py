@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, KeyError, RuntimeError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            IsADirectoryError, PermissionError) as err:  # fmt: skip
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"zoo {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -59,12 +59,31 @@ def official_model_name(path: str | Path) -> tuple[str, bool]:
     return f"{match['arch']}_aa{match['k']}", bool(match["ft"])
 
 
-def _load_into(name: str, state: dict[str, Tensor], **kwargs):
+def _load_into(name: str, state: dict[str, Tensor], origin: str, filter_size: int | None = None):
+    """Build ``name`` and load ``state`` (zoo keys) strictly; a one-line ``IncompatibleWeightsError``
+    naming the keys when it does not fit, or the filter size ``filter_size`` read from an official file
+    when it differs from the model's."""
     from zoo.builder import create
+    from zoo.weights.errors import IncompatibleWeightsError
+    from zoo.weights.load import check_filter_size, fit_problems
 
-    model = create(name, **kwargs)
+    model = create(name)
+    problems = fit_problems(model, state)
+    if problems:
+        raise IncompatibleWeightsError(f"{origin} does not fit {name}: {problems}")
+    if filter_size is not None:
+        check_filter_size(model, name, (filter_size, "read from their .filt buffers"), origin)
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def _check_out_dir(out_dir: str | Path) -> None:
+    """Refuse an output folder that is an existing file (or lies under one) before any work is done."""
+    out = Path(out_dir)
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            where = "is" if path == out else f"is inside {path}, which is"
+            raise ValueError(f"output folder {out} {where} an existing file; give a folder path (created if missing)")
 
 
 def convert_torchvision(source: str | Path, name: str, out_dir: str | Path) -> Path:
@@ -76,6 +95,7 @@ def convert_torchvision(source: str | Path, name: str, out_dir: str | Path) -> P
     """
     from zoo.weights.io import load_state_dict_file, save_model_dir
 
+    _check_out_dir(out_dir)
     text = str(source)
     if Path(text).exists():
         state = load_state_dict_file(text)
@@ -93,7 +113,7 @@ def convert_torchvision(source: str | Path, name: str, out_dir: str | Path) -> P
         weights = getattr(enum, member)
         state = weights.get_state_dict(progress=True)
         origin = weights.url
-    model = _load_into(name, state)
+    model = _load_into(name, state, f"the torchvision checkpoint {origin}")
     cfg = {**model.pretrained_cfg, "converted_from": origin, "license": "bsd-3-clause"}
     return save_model_dir(model, out_dir, name=name, model_args={}, pretrained_cfg=cfg)
 
@@ -135,11 +155,14 @@ def convert_official(
     """
     from zoo.registry import get_entry
     from zoo.weights.io import load_state_dict_file, save_model_dir
+    from zoo.weights.load import official_filter_size
 
+    _check_out_dir(out_dir)
     name = name or official_model_name(path)[0]
     entry = get_entry(name)
     official = load_state_dict_file(path)
-    model = _load_into(name, rename_keys(official, entry.arch, source="official"))
+    renamed = rename_keys(official, entry.arch, source="official")
+    model = _load_into(name, renamed, f"the official checkpoint {Path(path).name}", official_filter_size(official))
     diff = oracle_logits_diff(official, model, name) if verify else None
     if diff is not None and diff > 1e-4:
         raise RuntimeError(f"converted {name} differs from the oracle by {diff:.3g} in logits (tolerance 1e-4)")

@@ -42,6 +42,7 @@ class ResolvedWeights:
     source: str = ""
     license: str | None = None
     license_info: dict[str, Any] | None = None
+    architecture: str | None = None  # the model name recorded with the weights (config.json), if any
 
 
 # --- manifest tags -----------------------------------------------------------------------------
@@ -135,6 +136,38 @@ def _from_entry(entry: WeightEntry) -> ResolvedWeights:
 # --- paths and hf-hub repos --------------------------------------------------------------------
 
 
+def parse_config(text: str, where: str) -> dict[str, Any]:
+    """A model ``config.json`` (zoo or timm layout) as a dict; ``CorruptWeightsError`` naming ``where``
+    for invalid JSON, a JSON value that is not an object, or ``pretrained_cfg`` / ``model_args`` that
+    are not objects."""
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CorruptWeightsError(f"cannot parse {where}: not valid JSON ({err})") from err
+    check_config(config, where)
+    return config
+
+
+def check_config(config: Any, where: str) -> None:
+    """Refuse a parsed ``config.json`` that is not a JSON object of the zoo/timm layout."""
+    expected = "expected a JSON object with architecture, num_classes, pretrained_cfg, model_args"
+    if not isinstance(config, dict):
+        raise CorruptWeightsError(f"{where} is not a model config: {expected}, got a JSON {_json_type(config)}")
+    for key in ("pretrained_cfg", "model_args"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise CorruptWeightsError(
+                f"{where}: {key} must be a JSON object, got a JSON {_json_type(config[key])} ({expected})"
+            )
+    arch = config.get("architecture")
+    if arch is not None and not isinstance(arch, str):
+        raise CorruptWeightsError(f"{where}: architecture must be a model name string, got {arch!r}")
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "list", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
 def _config_parts(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg = dict(config.get("pretrained_cfg") or {})
     if "num_classes" in config:
@@ -144,16 +177,24 @@ def _config_parts(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return cfg, dict(config.get("model_args") or {})
 
 
+def _architecture(config: dict[str, Any], cfg: dict[str, Any]) -> str | None:
+    arch = config.get("architecture") or cfg.get("architecture")
+    return arch if isinstance(arch, str) else None
+
+
 def _from_path(path: Path) -> ResolvedWeights:
     if path.is_dir():
         state, config = read_model_dir(path)
+        check_config(config, str(path / CONFIG_NAME))
     else:
         state = load_state_dict_file(path)
         sibling = path.with_name(CONFIG_NAME)
-        config = json.loads(sibling.read_text(encoding="utf-8")) if sibling.is_file() else {}
+        config = parse_config(sibling.read_text(encoding="utf-8"), str(sibling)) if sibling.is_file() else {}
     cfg, model_args = _config_parts(config)
     cfg.update(file=str(path), source="file")
-    return ResolvedWeights(state, cfg, model_args, source=str(path), license=cfg.get("license"))
+    return ResolvedWeights(
+        state, cfg, model_args, source=str(path), license=cfg.get("license"), architecture=_architecture(config, cfg)
+    )
 
 
 def _from_hub_repo(spec: str) -> ResolvedWeights:
@@ -163,14 +204,24 @@ def _from_hub_repo(spec: str) -> ResolvedWeights:
     try:
         weights = fetch_hub(repo, WEIGHTS_NAME, revision)
         try:
-            config = json.loads(fetch_hub(repo, CONFIG_NAME, revision).read_text(encoding="utf-8"))
+            config_file = fetch_hub(repo, CONFIG_NAME, revision)
         except SourceError:
-            config = {}
+            config_file = None
     except (SourceError, WeightsUnavailableError) as err:
         raise WeightsUnavailableError(f"could not obtain weights {spec}:", [(label, str(err))], OFFLINE_HINT) from err
+    config = {}
+    if config_file is not None:
+        config = parse_config(config_file.read_text(encoding="utf-8"), f"{CONFIG_NAME} of {label} ({config_file})")
     cfg, model_args = _config_parts(config)
     cfg.update(hf_hub_id=repo, source="hf-hub", file=str(weights))
-    return ResolvedWeights(load_state_dict_file(weights), cfg, model_args, source=label, license=cfg.get("license"))
+    return ResolvedWeights(
+        load_state_dict_file(weights),
+        cfg,
+        model_args,
+        source=label,
+        license=cfg.get("license"),
+        architecture=_architecture(config, cfg),
+    )
 
 
 def resolve_weights(name: str, pretrained: bool | str | os.PathLike) -> ResolvedWeights:
@@ -240,10 +291,10 @@ def _adapt(model: ZooModel, name: str, state: dict[str, Tensor], source: str) ->
     return state
 
 
-def _apply(model: ZooModel, name: str, res: ResolvedWeights) -> None:
-    state = _adapt(model, name, res.state_dict, res.source)
+def fit_problems(model: ZooModel, state: dict[str, Tensor], dropped: frozenset[str] = frozenset()) -> str:
+    """What keeps ``state`` from loading into ``model`` (missing / unexpected keys, shapes), on one line;
+    ``""`` when it fits. Keys in ``dropped`` (a re-initialised classifier) may be missing."""
     own = model.state_dict()
-    dropped = {f"{model.classifier_name}.weight", f"{model.classifier_name}.bias"} - set(state)
     missing = [k for k in own if k not in state and k not in dropped]
     unexpected = [k for k in state if k not in own]
     wrong = [
@@ -251,17 +302,68 @@ def _apply(model: ZooModel, name: str, res: ResolvedWeights) -> None:
         for k, v in state.items()
         if k in own and v.shape != own[k].shape
     ]
-    if missing or unexpected or wrong:
 
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
 
-        problems = [
-            f"{label}: {few(keys)}"
-            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", wrong))
-            if keys
-        ]
-        raise IncompatibleWeightsError(f"weights from {res.source} do not fit {name}: " + "; ".join(problems))
+    problems = [
+        f"{label}: {few(keys)}"
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", wrong))
+        if keys
+    ]
+    return "; ".join(problems)
+
+
+def official_filter_size(state: dict[str, Tensor]) -> int | None:
+    """The blur filter size K of an official-release state dict (its ``.filt`` buffers are C x 1 x K x K);
+    ``None`` when it has no ``.filt`` buffers."""
+    sizes = sorted({int(v.shape[-1]) for k, v in state.items() if k.endswith(".filt") and v.dim() >= 2})
+    if len(sizes) > 1:
+        raise IncompatibleWeightsError(f"the .filt buffers of these weights mix filter sizes {sizes}")
+    return sizes[0] if sizes else None
+
+
+def _recorded_filter_size(res: ResolvedWeights) -> tuple[int | None, str] | None:
+    """``(K, where it is recorded)`` of the weights (``None`` K: the baseline); ``None`` if not recorded."""
+    k = official_filter_size(res.state_dict)
+    if k is not None:
+        return k, "read from their .filt buffers"
+    if "filter_size" in res.model_args:
+        return res.model_args["filter_size"], "model_args.filter_size in their config.json"
+    if res.architecture:
+        try:
+            entry = get_entry(res.architecture.split(".", 1)[0])
+        except KeyError:
+            return None
+        return entry.filter_size, f"architecture {res.architecture!r} in their config.json"
+    return None
+
+
+def check_filter_size(model: ZooModel, name: str, recorded: tuple[int | None, str] | None, source: str) -> None:
+    """Refuse weights whose blur filter size (or its absence) differs from the model's, naming the right model."""
+    if recorded is None or recorded[0] == model.filter_size:
+        return
+    k, where = recorded
+    arch = get_entry(name).arch
+    if model.filter_size is None:
+        have = f"{name} is the torchvision baseline (no blur)"
+    elif model.filter_size == get_entry(name).filter_size:
+        have = f"{name} has filter size {model.filter_size}"
+    else:
+        have = f"{name} was built with filter_size={model.filter_size}"
+    weights = "of the baseline, without blur" if k is None else f"for filter size {k}"
+    right = arch if k is None else f"{arch}_aa{k}"
+    raise IncompatibleWeightsError(f"weights from {source} are {weights} ({where}), but {have}: use {right}")
+
+
+def _apply(model: ZooModel, name: str, res: ResolvedWeights) -> None:
+    state = _adapt(model, name, res.state_dict, res.source)
+    own = model.state_dict()
+    dropped = frozenset({f"{model.classifier_name}.weight", f"{model.classifier_name}.bias"} - set(state))
+    problems = fit_problems(model, state, dropped)
+    if problems:
+        raise IncompatibleWeightsError(f"weights from {res.source} do not fit {name}: {problems}")
+    check_filter_size(model, name, _recorded_filter_size(res), res.source)
     model.load_state_dict(state, strict=not any(k in own for k in dropped))
     cfg = {**model.default_pretrained_cfg(name), **res.cfg}
     cfg.update(architecture=name, num_classes=model.num_classes)
