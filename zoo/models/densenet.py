@@ -95,7 +95,8 @@ class DenseNet(ZooModel):
         self.feature_info = [dict(num_chs=num_init_features, reduction=2, module=f"features.{stem[-2][0]}")]
         chans, reduction = num_init_features, 4
         for i, depth in enumerate(block_config):
-            self.features.add_module(f"denseblock{i + 1}", DenseBlock(depth, chans, bn_size, growth_rate, self.drop_rate))
+            block = DenseBlock(depth, chans, bn_size, growth_rate, self.drop_rate)
+            self.features.add_module(f"denseblock{i + 1}", block)
             chans += depth * growth_rate
             if i < len(block_config) - 1:
                 self.feature_info.append(dict(num_chs=chans, reduction=reduction, module=f"features.denseblock{i + 1}"))
