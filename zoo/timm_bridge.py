@@ -228,7 +228,7 @@ def _check_timm_config_reader() -> None:
         try:
             config = original(json_file)
         except json.JSONDecodeError as err:
-            raise CorruptWeightsError(f"cannot parse {json_file}: not valid JSON ({err})") from err
+            raise CorruptWeightsError(f"cannot parse {json_file}: {err}") from err
         check_config(config, os.fspath(json_file))
         if not isinstance(config.get("architecture"), str):
             raise CorruptWeightsError(f"{json_file} names no architecture (the model name timm builds)")

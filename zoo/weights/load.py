@@ -143,7 +143,7 @@ def parse_config(text: str, where: str) -> dict[str, Any]:
     try:
         config = json.loads(text)
     except json.JSONDecodeError as err:
-        raise CorruptWeightsError(f"cannot parse {where}: not valid JSON ({err})") from err
+        raise CorruptWeightsError(f"cannot parse {where}: {err}") from err
     check_config(config, where)
     return config
 
