@@ -18,8 +18,11 @@ BAD_CONFIGS = [
     pytest.param("[1, 2]", r"is not a model config: expected a JSON object .*, got a JSON list$", id="list"),
     pytest.param('"resnet18_aa4"', r"is not a model config: .*, got a JSON string$", id="string"),
     pytest.param("{bad json", r"cannot parse .*config\.json.*Expecting property name", id="invalid"),
-    pytest.param('{"architecture": "x", "model_args": [1]}', r"model_args must be a JSON object, got a JSON list",
-                 id="model_args-list"),  # fmt: skip
+    pytest.param(
+        '{"architecture": "x", "model_args": [1]}',
+        r"model_args must be a JSON object, got a JSON list",
+        id="model_args-list",
+    ),
     pytest.param('{"pretrained_cfg": "x"}', r"pretrained_cfg must be a JSON object, got a JSON string", id="cfg-str"),
 ]
 
@@ -75,7 +78,15 @@ def test_convert_to_the_wrong_model_is_one_line(official_resnet18: Path, tmp_pat
     assert err.count("\n") == 1, err
     assert err.startswith("zoo convert: error: the official checkpoint resnet18_lpf4.pth does not fit resnet34_aa4: ")
     assert "missing keys: layer1.2.conv1.weight" in err and "more)" in err
-    args = ["convert", "torchvision", str(official_resnet18), "--model", "mobilenet_v3_small", "--out", str(tmp_path / "o")]
+    args = [
+        "convert",
+        "torchvision",
+        str(official_resnet18),
+        "--model",
+        "mobilenet_v3_small",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not fit mobilenet_v3_small: missing keys: features.0.0.weight" in err

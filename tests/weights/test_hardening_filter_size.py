@@ -42,8 +42,8 @@ def official4(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module
 )
 def test_official_filter4_is_refused_by_other_sizes(official4, name: str, have: str) -> None:
     _, path = official4
-    with pytest.raises(IncompatibleWeightsError, match=rf"are for filter size 4 \(read from their \.filt buffers\), "
-                                                       rf"but {have}: use resnet18_aa4$"):  # fmt: skip
+    expected = rf"are for filter size 4 \(read from their \.filt buffers\), but {have}: use resnet18_aa4$"
+    with pytest.raises(IncompatibleWeightsError, match=expected):
         zoo.create(name, pretrained=path)
 
 
@@ -56,7 +56,9 @@ def test_official_filter4_loads_into_aa4_and_a_matching_filter_size_kwarg(offici
         zoo.create("resnet18_aa4", pretrained=path, filter_size=5)
 
 
-@pytest.mark.parametrize(("arch", "k", "name"), [("mobilenet_v2", 1, "mobilenet_v2_aa4"), ("densenet121", 5, "densenet121_aa2")])
+@pytest.mark.parametrize(
+    ("arch", "k", "name"), [("mobilenet_v2", 1, "mobilenet_v2_aa4"), ("densenet121", 5, "densenet121_aa2")]
+)
 def test_other_families_and_sizes(tmp_path: Path, arch: str, k: int, name: str) -> None:
     oracle, path = _official(arch, k, tmp_path)
     with pytest.raises(IncompatibleWeightsError, match=rf"filter size {k} .*: use {arch}_aa{k}$"):
@@ -67,7 +69,9 @@ def test_other_families_and_sizes(tmp_path: Path, arch: str, k: int, name: str) 
 @pytest.mark.parametrize("name", ["resnet18_aa3", "resnet18_aa2", "resnet18_aa5"])
 def test_timm_pretrained_cfg_overlay_refuses_the_wrong_size(official4, name: str) -> None:
     _, path = official4
-    with pytest.raises(IncompatibleWeightsError, match=rf"filter size 4 .*but {name} has filter size .: use resnet18_aa4"):
+    with pytest.raises(
+        IncompatibleWeightsError, match=rf"filter size 4 .*but {name} has filter size .: use resnet18_aa4"
+    ):
         timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
 
 
@@ -80,8 +84,8 @@ def test_timm_pretrained_cfg_overlay_loads_the_right_size(official4) -> None:
 def test_zoo_folder_config_records_the_size(tmp_path: Path) -> None:
     aa4 = save_model_dir(zoo.create("resnet18_aa4"), tmp_path / "aa4", name="resnet18_aa4")
     base = save_model_dir(zoo.create("resnet18"), tmp_path / "base", name="resnet18")
-    with pytest.raises(IncompatibleWeightsError, match=r"for filter size 4 \(architecture 'resnet18_aa4' in their "
-                                                       r"config\.json\), but resnet18_aa3 has filter size 3"):  # fmt: skip
+    recorded = r"for filter size 4 \(architecture 'resnet18_aa4' in their config\.json\)"
+    with pytest.raises(IncompatibleWeightsError, match=rf"{recorded}, but resnet18_aa3 has filter size 3"):
         zoo.create("resnet18_aa3", pretrained=aa4)
     with pytest.raises(IncompatibleWeightsError, match="but resnet18 is the torchvision baseline"):
         zoo.create("resnet18", pretrained=aa4)

@@ -65,14 +65,14 @@ def _load_into(name: str, state: dict[str, Tensor], origin: str, filter_size: in
     when it differs from the model's."""
     from zoo.builder import create
     from zoo.weights.errors import IncompatibleWeightsError
-    from zoo.weights.load import check_filter_size, fit_problems
+    from zoo.weights.load import check_weights_filter_size, fit_problems
 
     model = create(name)
     problems = fit_problems(model, state)
     if problems:
         raise IncompatibleWeightsError(f"{origin} does not fit {name}: {problems}")
     if filter_size is not None:
-        check_filter_size(model, name, (filter_size, "read from their .filt buffers"), origin)
+        check_weights_filter_size(model, name, (filter_size, "read from their .filt buffers"), origin)
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -339,7 +339,7 @@ def _recorded_filter_size(res: ResolvedWeights) -> tuple[int | None, str] | None
     return None
 
 
-def check_filter_size(model: ZooModel, name: str, recorded: tuple[int | None, str] | None, source: str) -> None:
+def check_weights_filter_size(model: ZooModel, name: str, recorded: tuple[int | None, str] | None, source: str) -> None:
     """Refuse weights whose blur filter size (or its absence) differs from the model's, naming the right model."""
     if recorded is None or recorded[0] == model.filter_size:
         return
@@ -363,7 +363,7 @@ def _apply(model: ZooModel, name: str, res: ResolvedWeights) -> None:
     problems = fit_problems(model, state, dropped)
     if problems:
         raise IncompatibleWeightsError(f"weights from {res.source} do not fit {name}: {problems}")
-    check_filter_size(model, name, _recorded_filter_size(res), res.source)
+    check_weights_filter_size(model, name, _recorded_filter_size(res), res.source)
     model.load_state_dict(state, strict=not any(k in own for k in dropped))
     cfg = {**model.default_pretrained_cfg(name), **res.cfg}
     cfg.update(architecture=name, num_classes=model.num_classes)
