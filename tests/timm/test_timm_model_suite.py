@@ -168,3 +168,14 @@ def test_fx_forward_and_backward(name: str) -> None:
     out.mean().backward()
     assert out.shape == (2, 42)
     assert sum(p.grad.numel() for p in fx_model.parameters() if p.grad is not None) == n_params
+
+
+@pytest.mark.parametrize("name", FULL)
+def test_fx_torchscript(name: str) -> None:
+    """timm's fx + TorchScript check: the fx feature extractor scripts and gives the eager output."""
+    with timm.set_scriptable(True):
+        model = timm.create_model(name).eval()
+    scripted = torch.jit.script(_fx_model(model))
+    x = rand_input(small_size(model), batch=1)
+    with torch.no_grad():
+        torch.testing.assert_close(next(iter(scripted(x).values())), model(x), rtol=0, atol=0)
