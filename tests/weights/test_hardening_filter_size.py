@@ -89,7 +89,11 @@ def test_zoo_folder_config_records_the_size(tmp_path: Path) -> None:
         zoo.create("resnet18_aa3", pretrained=aa4)
     with pytest.raises(IncompatibleWeightsError, match="but resnet18 is the torchvision baseline"):
         zoo.create("resnet18", pretrained=aa4)
-    with pytest.raises(IncompatibleWeightsError, match=r"of the baseline, without blur .*: use resnet18$"):
+    with pytest.raises(
+        IncompatibleWeightsError,
+        match=r"of the baseline, without blur .*: use resnet18 \(or, to start resnet18_aa3 from them on purpose: "
+        r"zoo convert torchvision FILE --model resnet18_aa3\)$",
+    ):
         zoo.create("resnet18_aa3", pretrained=base)
     with pytest.raises(IncompatibleWeightsError, match="resnet18_aa2 has filter size 2: use resnet18_aa4"):
         timm.create_model("resnet18_aa2", pretrained=True, pretrained_cfg_overlay=dict(file=str(aa4)))

@@ -353,7 +353,12 @@ def check_weights_filter_size(model: ZooModel, name: str, recorded: tuple[int | 
         have = f"{name} was built with filter_size={model.filter_size}"
     weights = "of the baseline, without blur" if k is None else f"for filter size {k}"
     right = arch if k is None else f"{arch}_aa{k}"
-    raise IncompatibleWeightsError(f"weights from {source} are {weights} ({where}), but {have}: use {right}")
+    hint = (
+        ""
+        if k is not None
+        else f" (or, to start {name} from them on purpose: zoo convert torchvision FILE --model {name})"
+    )
+    raise IncompatibleWeightsError(f"weights from {source} are {weights} ({where}), but {have}: use {right}{hint}")
 
 
 def _apply(model: ZooModel, name: str, res: ResolvedWeights) -> None:
