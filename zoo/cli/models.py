@@ -13,7 +13,8 @@ from zoo.weights.manifest import load_manifest
 def _metrics(metrics: dict | None) -> str:
     if not metrics:
         return "-"
-    return f"{metrics['imagenet_top1']:.2f} / {metrics['imagenet_consistency']:.2f}"
+    consistency = metrics["imagenet_consistency"]
+    return f"{metrics['imagenet_top1']:.2f} / " + ("-" if consistency is None else f"{consistency:.2f}")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -63,7 +64,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if w.metrics:
             print(
                 f"    published: ImageNet top-1 {w.metrics['imagenet_top1']:.2f}%, "
-                f"consistency {w.metrics['imagenet_consistency']:.2f}% ({w.metrics['source']})"
+                f"consistency {_metrics(w.metrics).split(' / ')[1]}% ({w.metrics['source']})"
             )
         else:
             print("    published: no figures for these exact weights")
