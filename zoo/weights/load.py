@@ -113,7 +113,9 @@ def fetch_weights(entry: WeightEntry) -> tuple[Path, str]:
             if found is not None:
                 return found
     raise WeightsUnavailableError(
-        f"could not obtain weights {entry.tag} for {entry.model}; sources tried:", attempts, hint=unavailable_hint(entry)
+        f"could not obtain weights {entry.tag} for {entry.model}; sources tried:",
+        attempts,
+        hint=unavailable_hint(entry),
     )
 
 
