@@ -16,7 +16,8 @@ hash) and ``GET /api/models/{repo}/revision/{rev}``. Write calls need an ``Autho
 
 Faults (``server.fault(...)``): ``status=500`` answers every request with that status; ``drop_at=N``
 sends the first N bytes of a file body then closes the connection; ``corrupt=True`` flips the last
-byte of a body (headers unchanged, so the ETag no longer matches); each for ``times`` requests
+byte of a body (headers unchanged, so the ETag no longer matches); ``stall_at=N`` sends N bytes then
+hangs until the server stops (a download to kill mid-way); each for ``times`` requests
 (``None`` = always) on paths containing ``match``.
 
 Usage::
@@ -57,13 +58,11 @@ class Fault:
     times: int | None = None
     match: str = ""
     corrupt: bool = False
+    stall_at: int | None = None
 
     def take(self, method: str, path: str) -> bool:
-        if (
-            self.match not in path
-            or self.times == 0
-            or ((self.drop_at is not None or self.corrupt) and method != "GET")
-        ):
+        body_fault = self.drop_at is not None or self.corrupt or self.stall_at is not None
+        if self.match not in path or self.times == 0 or (body_fault and method != "GET"):
             return False
         if self.times is not None:
             self.times -= 1
@@ -88,6 +87,7 @@ class HubServer:
         self.requests: list[tuple[str, str, str | None]] = []
         self.commits: list[tuple[str, list[str]]] = []
         self._storage = Path(tempfile.mkdtemp(prefix="hub-server-"))
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -134,11 +134,12 @@ class HubServer:
         status: int | None = None,
         drop_at: int | None = None,
         corrupt: bool = False,
+        stall_at: int | None = None,
         times: int | None = None,
         match: str = "",
     ) -> Fault:
         """Inject a failure (see the module doc); returns it so a test can inspect ``times`` left."""
-        fault = Fault(status, drop_at, times, match, corrupt)
+        fault = Fault(status, drop_at, times, match, corrupt, stall_at)
         self.faults.append(fault)
         return fault
 
@@ -162,6 +163,7 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -251,7 +253,8 @@ class _Handler(BaseHTTPRequestHandler):
             repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
             with self.hub._lock:
                 if repo_id in self.hub.repos:  # the hub answers 409 with the repo's url
-                    self._json(409, {"error": "You already created this model repo", "url": f"{self.hub.url}/{repo_id}"})
+                    url = f"{self.hub.url}/{repo_id}"
+                    self._json(409, {"error": "You already created this model repo", "url": url})
                     return
                 self.hub.create_repo(repo_id)
             self._json(200, {"url": f"{self.hub.url}/{repo_id}", "name": repo_id})
@@ -360,6 +363,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault is not None and fault.stall_at is not None:
+            self.wfile.write(data[start : max(start, fault.stall_at)])
+            self.wfile.flush()
+            self.hub._stopping.wait(120)  # hang (the client is killed meanwhile)
+            self.close_connection = True
             return
         if fault is not None and fault.corrupt:
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
