@@ -104,8 +104,7 @@ def test_release_rejects_a_file_with_the_wrong_hash(hub, env, tmp_path, token, c
     src = tmp_path / "official"
     src.mkdir()
     path, _ = _official(src, "mobilenet_v2_lpf4_finetune", 4, seed=1)
-    write_manifest(env / "manifest.json", hub.url, **{TAG: {"url": {"url": f"{hub.url}/files/{path.name}",
-                                                                        "sha256_prefix": "00000000"}}})  # fmt: skip
+    write_manifest(env / "manifest.json", hub.url, **{TAG: _url_override(hub, path, sha256_prefix="00000000")})
     assert main(["release", TAG, "--from", str(src), "--out", str(tmp_path / "out")]) == 1
     assert "expected a hash starting 00000000" in capsys.readouterr().err
     assert hub.commits == []
@@ -245,7 +244,8 @@ def test_user_mirror_env(hub, env, tmp_path, monkeypatch):
     path, oracle = _official(tmp_path, "mobilenet_v2_lpf4_finetune", 4, seed=4)
     hub.add_file(path, f"internal/{path.name}")
     monkeypatch.setenv("ZOO_WEIGHTS_MIRROR", f"{hub.url}/files/internal")
-    write_manifest(env / "manifest.json", "http://127.0.0.1:9", **{TAG: _url_override(hub, path, url=f"http://127.0.0.1:9/{path.name}")})  # fmt: skip
+    nowhere = f"http://127.0.0.1:9/{path.name}"  # the 'real' upstream: nothing listens there
+    write_manifest(env / "manifest.json", "http://127.0.0.1:9", **{TAG: _url_override(hub, path, url=nowhere)})
     model = zoo.create(MODEL, pretrained=True)
     assert torch.allclose(logits(model), logits(oracle), atol=1e-5)
     assert "$ZOO_WEIGHTS_MIRROR mirror" in model.pretrained_cfg["source"]

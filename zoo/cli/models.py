@@ -53,10 +53,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print("weights:       none published (`zoo list --pretrained` lists the models with weights)")
         return 0
     print("weights:")
-    for i, tag in enumerate(tags):
+    default = manifest.default_tag(entry.name)
+    for tag in tags:
         w = manifest.weights[tag]
         lic = w.license_info
-        print(f"  {tag}{'  (default: pretrained=True)' if i == 0 else ''}")
+        print(f"  {tag}{'  (default: pretrained=True)' if tag == default else ''}")
         restriction = "" if lic["commercial_use"] else " - NON-COMMERCIAL use only"
         print(f"    license:   {lic['name']}{restriction} ({lic['url']})")
         print(f"    origin:    {w.data['origin']}")
