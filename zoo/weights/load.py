@@ -59,7 +59,7 @@ def _tag_for(name: str, pretrained: bool | str) -> WeightEntry:
         tag = manifest.default_tag(name)
         if tag is None and (alt := manifest.torchvision_init_tag(name)):
             raise WeightsUnavailableError(
-                f"no default pretrained weights for {name}: its only weights are torchvision-initialised "
+                f"no pretrained weights for {name} by default: its only weights are torchvision-initialised "
                 f"(BlurPool inserted without fine-tuning, lower accuracy until fine-tuned); ask for them by tag: "
                 f"pretrained={alt.split('.', 1)[1]!r} (`zoo info {name}` lists its tags)"
             )
