@@ -120,6 +120,17 @@ def test_release_downloads_from_the_sources_when_no_folder_is_given(hub, env, tm
     assert torch.allclose(logits(model), logits(oracle), atol=1e-5)
 
 
+def test_release_script_is_the_cli(monkeypatch, capsys):
+    import runpy
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "release_weights.py"
+    monkeypatch.setattr(sys, "argv", [script.name, "nosuch_model.in9k"])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(str(script), run_name="__main__")
+    assert info.value.code == 2
+    assert "zoo release: error: no manifest weights match 'nosuch_model.in9k'" in capsys.readouterr().err
+
+
 def test_push_upload_through_the_loopback_hub_records_sha(hub, env, tmp_path, token, random_model_file):
     assert main(["push", TAG, "--out", str(tmp_path / "repo"), "--weights", str(random_model_file)]) == 0
     assert hub.commits == [(f"{TEST_ORG}/{TAG}", ["README.md", "config.json", "model.safetensors"])]
