@@ -86,6 +86,7 @@ class HubServer:
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, str | None]] = []
         self.commits: list[tuple[str, list[str]]] = []
+        self.accept_ranges = True  # False: ignore Range headers (answer 200 with the whole body), like some servers
         self._storage = Path(tempfile.mkdtemp(prefix="hub-server-"))
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -344,12 +345,12 @@ class _Handler(BaseHTTPRequestHandler):
         data = file.read_bytes()
         start = 0
         range_header = self.headers.get("Range")
-        if range_header and (m := re.match(r"bytes=(\d+)-", range_header)):
+        if range_header and self.hub.accept_ranges and (m := re.match(r"bytes=(\d+)-", range_header)):
             start = min(int(m[1]), len(data))
         self.send_response(206 if start else 200)
         for key, value in headers.items():
             self.send_header(key, value)
-        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Accept-Ranges", "bytes" if self.hub.accept_ranges else "none")
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(data) - start))
         if start:

@@ -103,3 +103,23 @@ def test_download_killed_with_sigkill_is_cleaned_and_resumed(hub, env, tmp_path)
     model = zoo.create(MODEL)
     model.load_state_dict(load_state_dict_file(dest))
     assert torch.allclose(logits(model), logits(oracle), atol=1e-5)
+
+
+def test_partial_download_restarts_when_the_server_ignores_range(hub, env, tmp_path):
+    from zoo.weights.sources import download_url
+
+    source = tmp_path / "blob.bin"
+    source.write_bytes(os.urandom(300_000))
+    url = hub.add_file(source)
+    dest = tmp_path / "partial.bin"
+    dest.write_bytes(b"x" * 1000)  # not a prefix of the file
+    hub.accept_ranges = False
+    download_url(url, dest)
+    assert dest.read_bytes() == source.read_bytes()
+    assert ("GET", "/files/blob.bin", "bytes=1000-") in hub.requests
+
+    hub.accept_ranges = True
+    dest.write_bytes(source.read_bytes()[:123_456])  # a true prefix: only the rest is fetched
+    download_url(url, dest)
+    assert dest.read_bytes() == source.read_bytes()
+    assert ("GET", "/files/blob.bin", "bytes=123456-") in hub.requests

@@ -120,6 +120,50 @@ def test_release_downloads_from_the_sources_when_no_folder_is_given(hub, env, tm
     assert torch.allclose(logits(model), logits(oracle), atol=1e-5)
 
 
+def _torchvision_file(folder: Path, seed: int = 21) -> tuple[Path, torch.nn.Module]:
+    import torchvision
+
+    torch.manual_seed(seed)
+    tv = torchvision.models.mobilenet_v2().eval()
+    tmp = folder / "tv.pth"
+    torch.save(tv.state_dict(), tmp)
+    path = folder / f"mobilenet_v2-{hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]}.pth"
+    tmp.rename(path)
+    return path, tv
+
+
+def test_release_of_a_torchvision_initialised_tag(hub, env, tmp_path, token, capsys):
+    src = tmp_path / "tv"
+    src.mkdir()
+    path, tv = _torchvision_file(src)
+    write_manifest(env / "manifest.json", hub.url, **{"mobilenet_v2.tv_in1k": _url_override(hub, path)})
+    tag = "mobilenet_v2_aa4.tv_in1k"
+    assert main(["release", tag, "--from", str(src), "--out", str(tmp_path / "out")]) == 0
+    assert "every tensor equal to torchvision's" in capsys.readouterr().out
+    card = (tmp_path / "out" / tag / "README.md").read_text()
+    assert "license: bsd-3-clause" in card and "**BlurPool inserted without fine-tuning: accuracy is lower" in card
+    data = json.loads((env / "manifest.json").read_text())
+    assert set(data["torchvision_init"]["hub_sha256"]) == {tag} and tag not in data["weights"]
+    model = zoo.create("mobilenet_v2_aa4", pretrained="tv_in1k")  # from the hub, recorded hash checked
+    assert model.pretrained_cfg["source"].startswith(f"hf-hub:{TEST_ORG}/{tag}")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in tv.state_dict().items())
+
+
+def test_verification_fails_loudly_when_a_tensor_differs(tmp_path):
+    from zoo.weights.release import verify_converted
+
+    _, tv = _torchvision_file(tmp_path)
+    entry = load_manifest().get("mobilenet_v2_aa4.tv_in1k")
+    model = zoo.create("mobilenet_v2_aa4")
+    state = tv.state_dict()
+    model.load_state_dict(state, strict=False)
+    assert "every tensor equal" in verify_converted(entry, state, model)
+    with torch.no_grad():
+        model.classifier[1].bias[0] += 1e-3
+    with pytest.raises(RuntimeError, match=r"1 tensor\(s\) differ from torchvision's, e.g. classifier.1.bias"):
+        verify_converted(entry, state, model)
+
+
 def test_release_script_is_the_cli(monkeypatch, capsys):
     import runpy
 
@@ -197,14 +241,7 @@ def test_info_says_blurpool_was_inserted_without_fine_tuning(capsys):
 
 
 def test_torchvision_initialised_load_is_exactly_torchvisions_weights(hub, env, tmp_path, recwarn):
-    import torchvision
-
-    torch.manual_seed(21)
-    tv = torchvision.models.mobilenet_v2().eval()
-    tmp = tmp_path / "tv.pth"
-    torch.save(tv.state_dict(), tmp)
-    path = tmp_path / f"mobilenet_v2-{hashlib.sha256(tmp.read_bytes()).hexdigest()[:8]}.pth"
-    tmp.rename(path)
+    path, tv = _torchvision_file(tmp_path)
     hub.add_file(path)
     write_manifest(env / "manifest.json", hub.url, **{"mobilenet_v2.tv_in1k": _url_override(hub, path)})
     model = zoo.create("mobilenet_v2_aa4", pretrained="tv_in1k")
