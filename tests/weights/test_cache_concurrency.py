@@ -123,3 +123,25 @@ def test_partial_download_restarts_when_the_server_ignores_range(hub, env, tmp_p
     download_url(url, dest)
     assert dest.read_bytes() == source.read_bytes()
     assert ("GET", "/files/blob.bin", "bytes=123456-") in hub.requests
+
+
+def test_a_mirrors_partial_download_survives_a_failing_primary(hub, env, tmp_path):
+    """The primary answering an error (the S3 403) must not delete the mirror's partial download."""
+    from zoo.weights.sources import _partial_path, fetch_url_source
+
+    path, oracle = _official(tmp_path)
+    mirror = hub.add_file(path, f"mirror/{path.name}")
+    src = {"type": "url", "url": f"{hub.url}/files/gone/{path.name}", "format": "official",
+           "sha256_prefix": path.stem.rsplit("-", 1)[1], "mirrors": [mirror]}  # fmt: skip
+    upstream = env / "zoo-cache" / "upstream"
+    upstream.mkdir(parents=True)
+    partial = _partial_path(upstream, path.stem, mirror)
+    partial.write_bytes(path.read_bytes()[:3_000_000])  # what a killed download from the mirror left
+    attempts: list = []
+    found = fetch_url_source(src, "mobilenet_v2", attempts)
+    assert found is not None and len(attempts) == 1 and "HTTP 404" in attempts[0][1]
+    assert ("GET", f"/files/mirror/{path.name}", "bytes=3000000-") in hub.requests
+    assert not list(upstream.glob(f".{path.stem}.*"))
+    model = zoo.create(MODEL)
+    model.load_state_dict(load_state_dict_file(found[0]))
+    assert torch.allclose(logits(model), logits(oracle), atol=1e-5)

@@ -223,7 +223,7 @@ def _check(data: dict[str, Any], path: Path) -> None:
 
 
 @cache
-def _load(path: str, mtime_ns: int) -> Manifest:
+def _load(path: str, mtime_ns: int, size: int) -> Manifest:
     file = Path(path)
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
@@ -343,7 +343,8 @@ def load_manifest(path: str | os.PathLike | None = None) -> Manifest:
     file = Path(path) if path is not None else manifest_path()
     if not file.is_file():
         raise FileNotFoundError(f"weights manifest not found: {file} (check ${MANIFEST_ENV})")
-    return _load(str(file.resolve()), file.stat().st_mtime_ns)
+    stat = file.stat()
+    return _load(str(file.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 def record_hub_sha256(tag: str, sha256: str, path: str | os.PathLike | None = None) -> Path:

@@ -33,6 +33,7 @@ from zoo.weights.sources import (
     _convert,
     download_verified,
     entry_lock,
+    remove_stale_temp_files,
     url_candidates,
     url_file_name,
 )
@@ -119,6 +120,7 @@ def obtain_upstream(entry: WeightEntry, work_dir: Path, from_dir: Path | None = 
                 reasons.append(f"{label}: {str(err).splitlines()[0]}")
                 continue
             os.replace(partial, final)
+            remove_stale_temp_files(work_dir, name, keep_partials=False)
             return final, digest, url
     raise RuntimeError(f"no upstream source of {entry.tag} answered: " + "; ".join(reasons))
 

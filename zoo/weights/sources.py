@@ -330,13 +330,16 @@ def _partial_path(folder: Path, name: str, url: str) -> Path:
     return folder / f".{name}.{key}.part{Path(url_file_name(url)).suffix or '.pth'}"
 
 
-def remove_stale_temp_files(folder: Path, name: str, keep: Path | None = None) -> list[Path]:
-    """Remove the temp files of ``NAME`` in ``folder`` (``.NAME.*``: partial downloads of other URLs,
-    temp files of writes that were killed). Call with ``entry_lock(folder, name)`` held: no other process
-    is then writing them. Returns what was removed."""
+def remove_stale_temp_files(folder: Path, name: str, *, keep_partials: bool = True) -> list[Path]:
+    """Remove the temp files of ``NAME`` in ``folder`` (``.NAME.*``: writes killed before their rename,
+    downloads of older versions). With ``keep_partials``, partial downloads (``.NAME.<url key>.part.*``)
+    stay, so a later call resumes whichever URL answers. Call with ``entry_lock(folder, name)`` held: no
+    other process is then writing them. Returns what was removed."""
     removed = []
     for path in folder.glob(f".{glob.escape(name)}.*"):
-        if path != keep and path.is_file():
+        if keep_partials and ".part." in path.name[len(name) + 2 :]:
+            continue
+        if path.is_file():
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed.append(path)
@@ -346,11 +349,13 @@ def remove_stale_temp_files(folder: Path, name: str, keep: Path | None = None) -
 def download_verified(
     url: str, folder: Path, name: str, *, sha256: str | None = None, sha256_prefix: str | None = None
 ) -> tuple[Path, str]:
-    """Download ``url`` into ``folder`` (resuming an earlier partial download of the same URL) and check
-    its hash. Returns ``(partial file, sha256)``; the caller holds ``entry_lock(folder, name)`` and removes
-    the file when done. A file with the wrong hash is deleted and raises ``HashMismatchError`` naming ``url``."""
+    """Download ``url`` into ``folder`` (resuming an earlier partial download of the same URL; partial
+    downloads of the entry's other URLs are kept for their own resume) and check its hash.
+
+    Returns ``(partial file, sha256)``; the caller holds ``entry_lock(folder, name)`` and removes the file
+    when done. A file with the wrong hash is deleted and raises ``HashMismatchError`` naming ``url``."""
     partial = _partial_path(folder, name, url)
-    remove_stale_temp_files(folder, name, keep=partial)
+    remove_stale_temp_files(folder, name)
     download_url(url, partial, desc=url_file_name(url))
     try:
         return partial, _check_hash(partial, sha256, sha256_prefix, url)
@@ -395,7 +400,7 @@ def fetch_url(
         save_state_dict(_convert(state, fmt, arch), dest, metadata={"source_url": url, "source_sha256": source_sha})
         record = {"sha256": sha256_file(dest), "source_url": url, "source_sha256": source_sha, "format": fmt}
         atomic_write(meta_file, json.dumps(record, indent=1) + "\n")
-        partial.unlink(missing_ok=True)
+        remove_stale_temp_files(folder, name, keep_partials=False)  # this one and other URLs' partials
     return dest
 
 
