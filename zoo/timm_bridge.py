@@ -91,11 +91,14 @@ def timm_cfgs() -> dict[str, dict[str, Any]]:
     for name in timm_model_names():
         base = _static_cfg(REGISTRY[name])
         tags = manifest.tags_for(name)
+        default = manifest.default_tag(name)
         if not tags:
             cfgs[name] = base
-        for i, tag in enumerate(tags):
+        for tag in tags:
             cfg = {**base, **_timm_fields(manifest.weights[tag].pretrained_cfg())}
-            cfgs[tag + ("*" if i == 0 else "")] = cfg
+            cfgs[tag + ("*" if tag == default else "")] = cfg
+        if tags and default is None:  # only torchvision-initialised tags: asked for by tag, never the default
+            cfgs[f"{name}.*"] = base  # listed last: timm puts an explicit '*' default first
     return cfgs
 
 

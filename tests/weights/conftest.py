@@ -43,7 +43,8 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> FastTime:
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Empty caches under tmp_path, online, no mirror, no waiting between our own retries."""
-    for var in ("HF_HUB_OFFLINE", "ZOO_OFFLINE", "HF_HUB_CACHE", "ZOO_UPSTREAM_MIRROR", "ZOO_MANIFEST", "HF_ENDPOINT"):
+    mirrors = ("ZOO_UPSTREAM_MIRROR", "ZOO_WEIGHTS_MIRROR")
+    for var in ("HF_HUB_OFFLINE", "ZOO_OFFLINE", "HF_HUB_CACHE", *mirrors, "ZOO_MANIFEST", "HF_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "zoo-cache"))

@@ -121,3 +121,24 @@ def test_record_hub_sha256_updates_a_copy(tmp_path, monkeypatch):
     jsonschema.validate(json.loads(copy.read_text()), json.loads(SCHEMA_PATH.read_text()))
     with pytest.raises(KeyError):
         record_hub_sha256("nope.in1k", "ab" * 32)
+
+
+def test_derived_entries_validate_against_the_weight_schema():
+    schema = json.loads(SCHEMA_PATH.read_text())
+    weight = {**schema["$defs"]["weight"], "$defs": schema["$defs"]}
+    manifest = load_manifest()
+    assert len(manifest.derived) >= 26 * 4
+    for tag in manifest.derived:
+        jsonschema.validate(manifest.weights[tag].data, weight)
+
+
+def test_record_hub_sha256_of_a_derived_tag(tmp_path, monkeypatch):
+    copy = tmp_path / "m.json"
+    copy.write_text(MANIFEST_PATH.read_text())
+    monkeypatch.setenv("ZOO_MANIFEST", str(copy))
+    record_hub_sha256("resnet18_aa3.tv_in1k", "cd" * 32)
+    assert load_manifest().get("resnet18_aa3.tv_in1k").hub_source()["sha256"] == "cd" * 32
+    data = json.loads(copy.read_text())
+    assert data["torchvision_init"]["hub_sha256"] == {"resnet18_aa3.tv_in1k": "cd" * 32}
+    assert "resnet18_aa3.tv_in1k" not in data["weights"], "a recorded hash does not write the entry out"
+    jsonschema.validate(data, schema=json.loads(SCHEMA_PATH.read_text()))

@@ -13,7 +13,8 @@ from zoo.weights.manifest import load_manifest
 def _metrics(metrics: dict | None) -> str:
     if not metrics:
         return "-"
-    return f"{metrics['imagenet_top1']:.2f} / {metrics['imagenet_consistency']:.2f}"
+    consistency = metrics["imagenet_consistency"]
+    return f"{metrics['imagenet_top1']:.2f} / " + ("-" if consistency is None else f"{consistency:.2f}")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -52,10 +53,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print("weights:       none published (`zoo list --pretrained` lists the models with weights)")
         return 0
     print("weights:")
-    for i, tag in enumerate(tags):
+    default = manifest.default_tag(entry.name)
+    for tag in tags:
         w = manifest.weights[tag]
         lic = w.license_info
-        print(f"  {tag}{'  (default: pretrained=True)' if i == 0 else ''}")
+        print(f"  {tag}{'  (default: pretrained=True)' if tag == default else ''}")
         restriction = "" if lic["commercial_use"] else " - NON-COMMERCIAL use only"
         print(f"    license:   {lic['name']}{restriction} ({lic['url']})")
         print(f"    origin:    {w.data['origin']}")
@@ -63,7 +65,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if w.metrics:
             print(
                 f"    published: ImageNet top-1 {w.metrics['imagenet_top1']:.2f}%, "
-                f"consistency {w.metrics['imagenet_consistency']:.2f}% ({w.metrics['source']})"
+                f"consistency {_metrics(w.metrics).split(' / ')[1]}% ({w.metrics['source']})"
             )
         else:
             print("    published: no figures for these exact weights")

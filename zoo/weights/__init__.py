@@ -2,7 +2,8 @@
 
 Public API: ``load_pretrained`` / ``create_pretrained`` (``zoo.weights.load``), ``load_manifest``
 (``zoo.weights.manifest``), ``save_model_dir`` / ``load_state_dict_file`` (``zoo.weights.io``) and
-the errors (``zoo.weights.errors``). ``load`` and ``manifest`` are imported lazily by their callers
+the errors (``zoo.weights.errors``); ``zoo.weights.release`` (``zoo release``: verified publishing) and
+``zoo.weights.doctor`` (``zoo doctor``). ``load`` and ``manifest`` are imported lazily by their callers
 (``zoo.builder`` imports ``zoo.weights.load`` only when ``pretrained`` is set).
 """
 

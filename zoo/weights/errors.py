@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-__all__ = ["CorruptWeightsError", "HashMismatchError", "IncompatibleWeightsError", "WeightsUnavailableError"]
+if TYPE_CHECKING:
+    from zoo.weights.manifest import WeightEntry
+
+__all__ = [
+    "CorruptWeightsError",
+    "HashMismatchError",
+    "IncompatibleWeightsError",
+    "WeightsUnavailableError",
+    "unavailable_hint",
+]
 
 OFFLINE_HINT = (
     "to use this machine offline, fetch the weights where the network is reachable with "
@@ -35,3 +45,17 @@ class HashMismatchError(WeightsUnavailableError):
 
 class IncompatibleWeightsError(WeightsUnavailableError):
     """Weights were obtained but do not fit the model (missing or unexpected keys, wrong shapes)."""
+
+
+def unavailable_hint(entry: WeightEntry) -> str:
+    """What to do when no source of ``entry`` answered: the offline how-to, the commercially usable
+    torchvision-initialised tag of the same model (when there is one) and ``zoo doctor``."""
+    lines = [OFFLINE_HINT]
+    alt = entry.manifest.torchvision_init_tag(entry.model)
+    if alt and alt != entry.tag:
+        lines.append(
+            f"commercially usable alternative: pretrained={alt!r} (torchvision's BSD-3-Clause weights with BlurPool "
+            "inserted without fine-tuning: lower accuracy until fine-tuned)"
+        )
+    lines.append(f"`zoo doctor {entry.model}` checks each source, the caches and the network settings")
+    return "\n".join(lines)

@@ -21,10 +21,16 @@ from torch import Tensor
 from zoo.models._interface import ZooModel
 from zoo.registry import ModelEntry, get_entry
 from zoo.weights.convert import rename_keys
-from zoo.weights.errors import OFFLINE_HINT, CorruptWeightsError, IncompatibleWeightsError, WeightsUnavailableError
+from zoo.weights.errors import (
+    OFFLINE_HINT,
+    CorruptWeightsError,
+    IncompatibleWeightsError,
+    WeightsUnavailableError,
+    unavailable_hint,
+)
 from zoo.weights.io import CONFIG_NAME, WEIGHTS_NAME, load_state_dict_file, read_model_dir
 from zoo.weights.manifest import WeightEntry, load_manifest
-from zoo.weights.sources import SourceError, _evict_hub_file, fetch_hub, fetch_url, mirror_url
+from zoo.weights.sources import SourceError, _evict_hub_file, fetch_hub, fetch_url_source
 
 __all__ = ["ResolvedWeights", "create_pretrained", "fetch_weights", "load_pretrained", "resolve_weights"]
 
@@ -52,6 +58,12 @@ def _tag_for(name: str, pretrained: bool | str) -> WeightEntry:
     manifest = load_manifest()
     if pretrained is True:
         tag = manifest.default_tag(name)
+        if tag is None and (alt := manifest.torchvision_init_tag(name)):
+            raise WeightsUnavailableError(
+                f"no pretrained weights for {name} by default: its only weights are torchvision-initialised "
+                f"(BlurPool inserted without fine-tuning, lower accuracy until fine-tuned); ask for them by tag: "
+                f"pretrained={alt.split('.', 1)[1]!r} (`zoo info {name}` lists its tags)"
+            )
         if tag is None:
             have = manifest.models_with_weights()
             close = difflib.get_close_matches(name, have, n=4, cutoff=0.6)
@@ -78,11 +90,6 @@ def _tag_for(name: str, pretrained: bool | str) -> WeightEntry:
     return entry
 
 
-def _url_candidates(src: dict[str, Any]) -> list[str]:
-    mirror = mirror_url(src["url"])
-    return [mirror, src["url"]] if mirror else [src["url"]]
-
-
 def fetch_weights(entry: WeightEntry) -> tuple[Path, str]:
     """Obtain the safetensors file of a manifest entry, trying its sources in order.
 
@@ -103,21 +110,13 @@ def fetch_weights(entry: WeightEntry) -> tuple[Path, str]:
             except (SourceError, WeightsUnavailableError) as err:
                 attempts.append((label, str(err)))
         elif src["type"] == "url":
-            for url in _url_candidates(src):
-                label = f"{url} ({src['format']} format)"
-                try:
-                    path = fetch_url(
-                        url,
-                        fmt=src["format"],
-                        arch=entry.architecture,
-                        sha256=src.get("sha256"),
-                        sha256_prefix=src.get("sha256_prefix"),
-                    )
-                    return path, label
-                except (SourceError, WeightsUnavailableError) as err:
-                    attempts.append((label, str(err)))
+            found = fetch_url_source(src, entry.architecture, attempts)
+            if found is not None:
+                return found
     raise WeightsUnavailableError(
-        f"could not obtain weights {entry.tag} for {entry.model}; sources tried:", attempts, hint=OFFLINE_HINT
+        f"could not obtain weights {entry.tag} for {entry.model}; sources tried:",
+        attempts,
+        hint=unavailable_hint(entry),
     )
 
 

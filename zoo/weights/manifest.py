@@ -1,5 +1,11 @@
 """The weights manifest (``weights_manifest.json``): one entry per published weight, named like timm
-tags (``resnet50_aa4.in1k_ft``), with its ordered sources, license, metrics and eval preprocessing."""
+tags (``resnet50_aa4.in1k_ft``), with its ordered sources, license, metrics and eval preprocessing.
+
+The torchvision-initialised tags (``{arch}_aa{K}.tv_in1k`` and, where torchvision publishes
+IMAGENET1K_V2, ``{arch}_aa{K}.tv2_in1k`` and ``{arch}.tv2_in1k``) are not written out: they are derived
+at load time from each baseline ``{arch}.tv_in1k`` entry, torchvision's weight enums (V2 URL, hash
+prefix, eval resize, published top-1) and the manifest's ``torchvision_init`` block (texts, recorded
+hub hashes), so each shared value is written once."""
 
 from __future__ import annotations
 
@@ -26,7 +32,8 @@ __all__ = [
 MANIFEST_PATH = Path(__file__).with_name("weights_manifest.json")
 SCHEMA_PATH = Path(__file__).with_name("weights_manifest.schema.json")
 MANIFEST_ENV = "ZOO_MANIFEST"
-_TAG_PREFERENCE = ("in1k_ft", "in1k", "tv_in1k")  # pretrained=True picks the first one present
+_TAG_PREFERENCE = ("in1k_ft", "in1k", "tv_in1k", "tv2_in1k")  # pretrained=True picks the first one present
+TV_VARIANTS = {"tv_in1k": "IMAGENET1K_V1", "tv2_in1k": "IMAGENET1K_V2"}  # tag -> torchvision weights enum member
 
 
 def manifest_path() -> Path:
@@ -89,6 +96,16 @@ class WeightEntry:
         return self.data["preprocess"]
 
     @property
+    def torchvision_init(self) -> bool:
+        """torchvision's weights loaded into the anti-aliased model, BlurPool inserted without fine-tuning."""
+        return bool(self.data.get("torchvision_init"))
+
+    @property
+    def derived(self) -> bool:
+        """Derived at load time (not written out in the manifest file)."""
+        return self.tag in self.manifest.derived
+
+    @property
     def pretrained_tag(self) -> str:
         """The part after the dot (``in1k_ft``)."""
         return self.tag.split(".", 1)[1]
@@ -149,6 +166,7 @@ class Manifest:
     label_sets: dict[str, str] = field(hash=False)
     weights: dict[str, WeightEntry] = field(hash=False, repr=False)
     raw: dict[str, Any] = field(hash=False, repr=False)
+    derived: frozenset[str] = field(default=frozenset(), hash=False, repr=False)
 
     def get(self, tag: str) -> WeightEntry:
         """The entry of a full tag (``resnet50_aa4.in1k_ft``); ``KeyError`` naming close tags otherwise."""
@@ -165,9 +183,17 @@ class Manifest:
         return sorted(tags, key=lambda t: (rank.get(t.split(".", 1)[1], len(rank)), t))
 
     def default_tag(self, model: str) -> str | None:
-        """The weight ``pretrained=True`` loads for ``model`` (fine-tuned first), or ``None``."""
-        tags = self.tags_for(model)
+        """The weight ``pretrained=True`` loads for ``model`` (fine-tuned first), or ``None``.
+
+        A torchvision-initialised anti-aliased weight (blur inserted without fine-tuning) is never the
+        default: it has to be asked for by tag."""
+        tags = [t for t in self.tags_for(model) if not self.weights[t].torchvision_init]
         return tags[0] if tags else None
+
+    def torchvision_init_tag(self, model: str) -> str | None:
+        """The commercially usable torchvision-initialised tag of ``model`` (V2 weights first), or ``None``."""
+        tags = [t for t in self.tags_for(model) if self.weights[t].torchvision_init]
+        return sorted(tags, key=lambda t: not t.endswith(".tv2_in1k"))[0] if tags else None
 
     def models_with_weights(self) -> list[str]:
         return sorted({e.model for e in self.weights.values()})
@@ -197,7 +223,7 @@ def _check(data: dict[str, Any], path: Path) -> None:
 
 
 @cache
-def _load(path: str, mtime_ns: int) -> Manifest:
+def _load(path: str, mtime_ns: int, size: int) -> Manifest:
     file = Path(path)
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
@@ -216,7 +242,100 @@ def _load(path: str, mtime_ns: int) -> Manifest:
     )
     for tag, entry in data["weights"].items():
         weights[tag] = WeightEntry(tag, entry, manifest)
+    derived = _derive_torchvision_init(data)
+    for tag, entry in derived.items():
+        weights[tag] = WeightEntry(tag, entry, manifest)
+    object.__setattr__(manifest, "derived", frozenset(derived))
     return manifest
+
+
+def _torchvision_weights(arch: str, member: str) -> Any | None:
+    """torchvision's weights enum member (``ResNet50_Weights.IMAGENET1K_V2``) of ``arch``, or ``None``."""
+    import torchvision.models
+
+    try:
+        enum = torchvision.models.get_model_weights(arch)
+    except (ValueError, KeyError, AttributeError):
+        return None
+    return getattr(enum, member, None)
+
+
+def _tv_preprocess(weights: Any) -> dict[str, Any]:
+    """The eval preprocessing of a torchvision weights enum member, in the manifest's terms."""
+    tf = weights.transforms()
+    crop, resize = int(tf.crop_size[0]), int(tf.resize_size[0])
+    return {
+        "input_size": [3, crop, crop],
+        "crop_pct": round(crop / resize, 4),
+        "interpolation": tf.interpolation.value,
+        "mean": [float(v) for v in tf.mean],
+        "std": [float(v) for v in tf.std],
+    }
+
+
+def _derive_torchvision_init(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The derived torchvision tags (see the module doc); explicit manifest entries always win."""
+    from zoo.registry import FILTER_SIZES
+
+    block = data.get("torchvision_init")
+    if not block:
+        return {}
+    explicit = data["weights"]
+    recorded = block.get("hub_sha256", {})
+    out: dict[str, dict[str, Any]] = {}
+    for base_tag, base in explicit.items():
+        if base["filter_size"] is not None or not base_tag.endswith(".tv_in1k"):
+            continue
+        arch = base["architecture"]
+        v1 = next((s for s in base["sources"] if s["type"] == "url" and s["format"] == "torchvision"), None)
+        if v1 is None:
+            continue
+        variants = [("tv_in1k", v1, base["preprocess"], None)]
+        v2 = _torchvision_weights(arch, TV_VARIANTS["tv2_in1k"])
+        if v2 is not None:
+            stem = v2.url.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            src = {"type": "url", "url": v2.url, "sha256_prefix": stem.rsplit("-", 1)[-1], "format": "torchvision"}
+            top1 = v2.meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1")
+            metrics = None
+            if top1 is not None:
+                metrics = {
+                    "imagenet_top1": float(top1),
+                    "imagenet_consistency": None,
+                    "protocol": block["v2_protocol"],
+                    "source": block["v2_metrics_source"].format(arch=arch),
+                }
+            variants.append(("tv2_in1k", src, _tv_preprocess(v2), metrics))
+        for suffix, src, preprocess, baseline_metrics in variants:
+            weights_name = TV_VARIANTS[suffix]
+            for k in (None, *FILTER_SIZES):
+                model = arch if k is None else f"{arch}_aa{k}"
+                tag = f"{model}.{suffix}"
+                if tag in explicit:
+                    continue
+                text = {"arch": arch, "weights": weights_name, "k": k}
+                out[tag] = {
+                    **{key: base[key] for key in ("architecture", "model_args", "num_classes", "license", "labels")},
+                    "model": model,
+                    "filter_size": k,
+                    "origin": block["origin" if k else "baseline_origin"].format(**text),
+                    "origin_url": block["origin_url"],
+                    "paper": base.get("paper"),
+                    "recipe": block["recipe" if k else "baseline_recipe"].format(**text),
+                    "sources": [
+                        {
+                            "type": "hf-hub",
+                            "repo_id": f"{{org}}/{tag}",
+                            "filename": "model.safetensors",
+                            "revision": "main",
+                            "sha256": recorded.get(tag),
+                        },
+                        dict(src),
+                    ],
+                    "metrics": baseline_metrics if k is None else None,
+                    "preprocess": preprocess,
+                    "torchvision_init": k is not None,
+                }
+    return out
 
 
 def load_manifest(path: str | os.PathLike | None = None) -> Manifest:
@@ -224,7 +343,8 @@ def load_manifest(path: str | os.PathLike | None = None) -> Manifest:
     file = Path(path) if path is not None else manifest_path()
     if not file.is_file():
         raise FileNotFoundError(f"weights manifest not found: {file} (check ${MANIFEST_ENV})")
-    return _load(str(file.resolve()), file.stat().st_mtime_ns)
+    stat = file.stat()
+    return _load(str(file.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 def record_hub_sha256(tag: str, sha256: str, path: str | os.PathLike | None = None) -> Path:
@@ -232,6 +352,9 @@ def record_hub_sha256(tag: str, sha256: str, path: str | os.PathLike | None = No
     file = Path(path) if path is not None else manifest_path()
     data = json.loads(file.read_text(encoding="utf-8"))
     if tag not in data["weights"]:
+        if tag in load_manifest(file).derived:  # derived tags keep their hash in the torchvision_init block
+            data["torchvision_init"].setdefault("hub_sha256", {})[tag] = sha256
+            return atomic_write(file, json.dumps(data, indent=1) + "\n")
         raise KeyError(f"no weights tagged {tag!r} in {file}")
     hub = next((s for s in data["weights"][tag]["sources"] if s["type"] == "hf-hub"), None)
     if hub is None:

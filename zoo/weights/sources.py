@@ -4,23 +4,26 @@ with a progress bar, hash-checked, converted to safetensors and cached).
 Environment (read at call time, so it can change within a process):
 ``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` (also ``ZOO_OFFLINE``),
 ``ZOO_CACHE_DIR`` (converted upstream weights), ``ZOO_DOWNLOAD_RETRIES`` (default 3),
-``ZOO_RETRY_BACKOFF`` (seconds, default 1.0), ``ZOO_UPSTREAM_MIRROR`` (a base URL tried before
-each upstream URL, serving the same file names).
+``ZOO_RETRY_BACKOFF`` (seconds, default 1.0), ``ZOO_WEIGHTS_MIRROR`` (a base URL, e.g. an
+organisation's file server, serving the upstream file names; tried before each upstream URL; the 0.1.0
+name ``ZOO_UPSTREAM_MIRROR`` still works).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import http.client
 import json
 import os
 import re
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -30,14 +33,22 @@ from zoo.weights.errors import CorruptWeightsError, HashMismatchError
 from zoo.weights.io import atomic_write, load_state_dict_file, save_state_dict, sha256_file
 
 __all__ = [
+    "MIRROR_ENV",
     "SourceError",
     "cache_dir",
     "download_url",
+    "download_verified",
+    "entry_lock",
     "fetch_hub",
     "fetch_url",
+    "fetch_url_source",
     "hf_cache_dir",
     "is_offline",
     "mirror_url",
+    "remove_stale_temp_files",
+    "url_candidates",
+    "url_file_name",
+    "user_mirror_url",
 ]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -182,48 +193,97 @@ def fetch_hub(
 
 
 # --- upstream URLs -----------------------------------------------------------------------------
+MIRROR_ENV = "ZOO_WEIGHTS_MIRROR"
+_LEGACY_MIRROR_ENV = "ZOO_UPSTREAM_MIRROR"  # the 0.1.0 name, still honoured
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
-def mirror_url(url: str) -> str | None:
-    """``$ZOO_UPSTREAM_MIRROR`` + the file name of ``url``, when the mirror is set."""
-    base = os.environ.get("ZOO_UPSTREAM_MIRROR")
-    return f"{base.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if base else None
+def url_file_name(url: str) -> str:
+    """The file name in a URL's path, query ignored: ``.../resnet50-0676ba61.pth?dl=1`` -> ``resnet50-0676ba61.pth``."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+
+
+def user_mirror_url(url: str) -> str | None:
+    """``$ZOO_WEIGHTS_MIRROR`` (an organisation's file server) + the file name of ``url``, when set."""
+    base = os.environ.get(MIRROR_ENV) or os.environ.get(_LEGACY_MIRROR_ENV)
+    return f"{base.rstrip('/')}/{url_file_name(url)}" if base else None
+
+
+mirror_url = user_mirror_url  # the 0.1.0 name
+
+
+def url_candidates(src: dict) -> list[tuple[str, str]]:
+    """``(url, label)`` of a manifest ``url`` source in the order they are tried: the user's mirror
+    (``$ZOO_WEIGHTS_MIRROR``), the primary URL, then the source's ``mirrors``."""
+    fmt = src["format"]
+    out: list[tuple[str, str]] = []
+    user = user_mirror_url(src["url"])
+    if user:
+        out.append((user, f"{user} ({fmt} format, ${MIRROR_ENV} mirror)"))
+    out.append((src["url"], f"{src['url']} ({fmt} format)"))
+    out += [(url, f"{url} ({fmt} format, mirror)") for url in src.get("mirrors", ())]
+    return out
 
 
 def _check_hash(path: Path, sha256: str | None, prefix: str | None, url: str) -> str:
     actual = sha256_file(path)
     if sha256 and actual != sha256:
-        raise HashMismatchError(f"SHA-256 mismatch for {url}: expected {sha256}, got {actual}")
+        raise HashMismatchError(f"SHA-256 mismatch for the file served by {url}: expected {sha256}, got {actual}")
     if prefix and not actual.startswith(prefix):
-        raise HashMismatchError(f"SHA-256 mismatch for {url}: expected a hash starting {prefix}, got {actual}")
+        raise HashMismatchError(
+            f"SHA-256 mismatch for the file served by {url}: expected a hash starting {prefix}, got {actual}"
+        )
     return actual
 
 
-def download_url(url: str, dest: Path, *, desc: str | None = None, timeout: float = 30.0) -> None:
+def _content_range_start(response: http.client.HTTPResponse) -> int | None:
+    match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "").strip())
+    return int(match[1]) if match else None
+
+
+def download_url(url: str, dest: Path, *, desc: str | None = None, timeout: float = 30.0, resume: bool = True) -> None:
     """Stream ``url`` into ``dest`` with a tqdm bar, retrying transient failures (5xx, 429, resets,
     truncated bodies) ``$ZOO_DOWNLOAD_RETRIES`` times with exponential backoff. 4xx errors are final.
-    ``dest`` is overwritten from the start on each attempt; the caller owns atomicity."""
+
+    With ``resume`` (default), bytes already in ``dest`` (an interrupted download, this call's earlier
+    attempt or a killed process) are kept and the rest is asked for with ``Range: bytes=N-``; a server
+    that ignores the range (200) or answers another range restarts the file. The caller owns atomicity
+    and the hash check."""
     retries, backoff = _retries(), _backoff()
     last: Exception | None = None
     for attempt in range(retries):
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
+        offset = dest.stat().st_size if resume and dest.is_file() else 0
+        headers = {"User-Agent": USER_AGENT}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
         try:
-            request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-            with urllib.request.urlopen(request, timeout=timeout) as response, open(dest, "wb") as out:
-                total = response.headers.get("Content-Length")
-                total = int(total) if total is not None else None
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                if offset and (response.status != 206 or _content_range_start(response) != offset):
+                    offset = 0  # the range was ignored or answered differently: take the body from the start
+                length = response.headers.get("Content-Length")
+                length = int(length) if length is not None else None
+                total = None if length is None else offset + length
                 received = 0
-                with tqdm(total=total, unit="B", unit_scale=True, desc=desc or url.rsplit("/", 1)[-1]) as bar:
+                name = desc or url_file_name(url)
+                with (
+                    open(dest, "ab" if offset else "wb") as out,
+                    tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=name) as bar,
+                ):
                     while chunk := response.read(1 << 20):
                         out.write(chunk)
                         received += len(chunk)
                         bar.update(len(chunk))
-                if total is not None and received != total:
-                    raise http.client.IncompleteRead(b"", total - received)
+                if length is not None and received != length:
+                    raise http.client.IncompleteRead(b"", length - received)
             return
         except urllib.error.HTTPError as err:
             last = err
+            if err.code == 416 and offset:  # the partial file is not a prefix the server knows: start over
+                dest.unlink(missing_ok=True)
+                continue
             if err.code < 500 and err.code != 429:
                 raise SourceError(f"HTTP {err.code} {err.reason} for {url}") from err
         except urllib.error.URLError as err:
@@ -253,6 +313,57 @@ def _cached_ok(dest: Path, meta_file: Path) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def entry_lock(folder: Path, name: str) -> Iterator[None]:
+    """Hold the per-entry lock ``folder/NAME.lock`` (an OS lock: released when the holder exits or is
+    killed). Everything that checks, writes or removes the files of ``NAME`` in ``folder`` holds it."""
+    from filelock import FileLock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / f"{name}.lock")):
+        yield
+
+
+def _partial_path(folder: Path, name: str, url: str) -> Path:
+    """Where the download of ``url`` for ``NAME`` accumulates (kept across runs for HTTP Range resume)."""
+    key = hashlib.sha1(url.encode()).hexdigest()[:10]
+    return folder / f".{name}.{key}.part{Path(url_file_name(url)).suffix or '.pth'}"
+
+
+def remove_stale_temp_files(folder: Path, name: str, *, keep_partials: bool = True) -> list[Path]:
+    """Remove the temp files of ``NAME`` in ``folder`` (``.NAME.*``: writes killed before their rename,
+    downloads of older versions). With ``keep_partials``, partial downloads (``.NAME.<url key>.part.*``)
+    stay, so a later call resumes whichever URL answers. Call with ``entry_lock(folder, name)`` held: no
+    other process is then writing them. Returns what was removed."""
+    removed = []
+    for path in folder.glob(f".{glob.escape(name)}.*"):
+        if keep_partials and ".part." in path.name[len(name) + 2 :]:
+            continue
+        if path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def download_verified(
+    url: str, folder: Path, name: str, *, sha256: str | None = None, sha256_prefix: str | None = None
+) -> tuple[Path, str]:
+    """Download ``url`` into ``folder`` (resuming an earlier partial download of the same URL; partial
+    downloads of the entry's other URLs are kept for their own resume) and check its hash.
+
+    Returns ``(partial file, sha256)``; the caller holds ``entry_lock(folder, name)`` and removes the file
+    when done. A file with the wrong hash is deleted and raises ``HashMismatchError`` naming ``url``."""
+    partial = _partial_path(folder, name, url)
+    remove_stale_temp_files(folder, name)
+    download_url(url, partial, desc=url_file_name(url))
+    try:
+        return partial, _check_hash(partial, sha256, sha256_prefix, url)
+    except HashMismatchError:
+        partial.unlink(missing_ok=True)
+        raise
+
+
 def fetch_url(
     url: str,
     *,
@@ -260,39 +371,56 @@ def fetch_url(
     arch: str,
     sha256: str | None = None,
     sha256_prefix: str | None = None,
+    name: str | None = None,
 ) -> Path:
     """Download an upstream checkpoint, check its hash, convert it to zoo keys and cache it as
-    safetensors (``cache_dir()/upstream/NAME.safetensors`` + a ``.json`` record of its own hash).
+    safetensors (``cache_dir()/upstream/NAME.safetensors`` + a ``NAME.json`` record of its own hash).
 
-    A cached file whose hash no longer matches its record (truncated, corrupt) is fetched again.
+    ``name`` (default: the stem of the URL's file name) keys the cache, so a mirror and the primary URL
+    of one file share an entry. Concurrent processes serialise on the entry's lock file; an interrupted
+    download is resumed (HTTP Range) by the next call. A cached file whose hash no longer matches its
+    record (truncated, corrupt) is fetched again.
     """
-    name = url.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    dest = cache_dir() / "upstream" / f"{name}.safetensors"
-    meta_file = dest.with_suffix(".json")
-    if _cached_ok(dest, meta_file):
-        return dest
-    dest.unlink(missing_ok=True)
-    meta_file.unlink(missing_ok=True)
-    if is_offline():
-        raise SourceError(f"offline mode (HF_HUB_OFFLINE=1) and not in the zoo cache ({dest})")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".pth", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        download_url(url, tmp_path)
-        source_sha = _check_hash(tmp_path, sha256, sha256_prefix, url)
+    name = name or url_file_name(url).rsplit(".", 1)[0]
+    folder = cache_dir() / "upstream"
+    dest = folder / f"{name}.safetensors"
+    meta_file = folder / f"{name}.json"
+    with entry_lock(folder, name):
+        if _cached_ok(dest, meta_file):
+            return dest
+        if is_offline():
+            raise SourceError(f"offline mode (HF_HUB_OFFLINE=1) and not in the zoo cache ({dest})")
+        partial, source_sha = download_verified(url, folder, name, sha256=sha256, sha256_prefix=sha256_prefix)
         try:
-            state = load_state_dict_file(tmp_path)
+            state = load_state_dict_file(partial)
         except CorruptWeightsError as err:
+            partial.unlink(missing_ok=True)
             raise SourceError(f"downloaded file from {url} is unreadable: {err}") from err
+        # the record is written last: a reader (holding the lock) trusts the file only with its record
         save_state_dict(_convert(state, fmt, arch), dest, metadata={"source_url": url, "source_sha256": source_sha})
         record = {"sha256": sha256_file(dest), "source_url": url, "source_sha256": source_sha, "format": fmt}
         atomic_write(meta_file, json.dumps(record, indent=1) + "\n")
-    except BaseException:
-        with contextlib.suppress(OSError):
-            dest.unlink(missing_ok=True)
-        raise
-    finally:
-        tmp_path.unlink(missing_ok=True)
+        remove_stale_temp_files(folder, name, keep_partials=False)  # this one and other URLs' partials
     return dest
+
+
+def fetch_url_source(src: dict, arch: str, attempts: list[tuple[str, str]]) -> tuple[Path, str] | None:
+    """Try each URL of a manifest ``url`` source (``url_candidates``); returns ``(cached file, label)`` of
+    the first that works, else ``None`` with one ``(label, reason)`` per URL appended to ``attempts``."""
+    from zoo.weights.errors import WeightsUnavailableError
+
+    name = url_file_name(src["url"]).rsplit(".", 1)[0]
+    for url, label in url_candidates(src):
+        try:
+            path = fetch_url(
+                url,
+                fmt=src["format"],
+                arch=arch,
+                sha256=src.get("sha256"),
+                sha256_prefix=src.get("sha256_prefix"),
+                name=name,
+            )
+            return path, label
+        except (SourceError, WeightsUnavailableError) as err:
+            attempts.append((label, str(err)))
+    return None
