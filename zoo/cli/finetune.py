@@ -28,7 +28,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     try:
         finetune(cfg)
     except FinetuneInterrupted as err:
-        print(f"zoo finetune: interrupted: {err.saved}; resume with: {_resume_command(args, str(err.root))}", file=sys.stderr)
+        resume = _resume_command(args, str(err.root))
+        print(f"zoo finetune: interrupted: {err.saved}; resume with: {resume}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("zoo finetune: interrupted before training started; nothing was saved", file=sys.stderr)

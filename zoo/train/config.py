@@ -207,9 +207,7 @@ class FinetuneConfig:
             raise ConfigError(f"data.std values must be > 0, got {self.data.std!r}")
 
 
-def _in_range(
-    key: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = True
-) -> None:
+def _in_range(key: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = True) -> None:
     """Raise ``ConfigError`` unless ``value`` lies in the interval (NaN never does)."""
     ok_low = value > low if low_open else value >= low
     ok_high = value < high if high_open else value <= high

@@ -183,9 +183,7 @@ def stratified_sample(labels: np.ndarray, limit: int | None, seed: int, key: str
             f"one image of each (use {key} >= {len(classes)})"
         )
     rng = np.random.default_rng(seed)
-    picked = [
-        rng.permutation(np.flatnonzero(inverse == c))[:q] for c, q in enumerate(_quotas(counts, limit))
-    ]
+    picked = [rng.permutation(np.flatnonzero(inverse == c))[:q] for c, q in enumerate(_quotas(counts, limit))]
     return np.sort(np.concatenate(picked))
 
 

@@ -303,8 +303,8 @@ def _finetune(cfg: FinetuneConfig, ctx: DistContext) -> FinetuneResult:
         for seed in seeds:
             for name in names:
                 current = name if len(seeds) == 1 else f"{name} (seed {seed})"
-                model, init, detail = first.pop(name) if seed == seeds[0] else build_model(
-                    cfg, name, bundle.num_classes, seed
+                model, init, detail = (
+                    first.pop(name) if seed == seeds[0] else build_model(cfg, name, bundle.num_classes, seed)
                 )
                 if seed != seeds[0]:
                     log(f"[{name} seed {seed}] {detail}")
@@ -336,9 +336,7 @@ def _interrupted(root: Path, names: list[str], seeds: list[int], cfg: FinetuneCo
                 saved.append(f"{label} epoch {history[-1]['epoch']}/{cfg.train.epochs}")
             except (OSError, ValueError, KeyError, IndexError):
                 saved.append(f"{label} not started")
-    return (
-        f"stopped while training {current}; saved in {root}: {', '.join(saved)} (each at its last complete epoch)"
-    )
+    return f"stopped while training {current}; saved in {root}: {', '.join(saved)} (each at its last complete epoch)"
 
 
 def _summarize(results: FinetuneResult, cfg: FinetuneConfig, ctx: DistContext, log: _Log, mismatch: bool) -> None:
