@@ -84,11 +84,15 @@ def plot_curves(path: Path, history: Sequence[dict[str, Any]], title: str) -> No
 
 
 def plot_comparison(path: Path, runs: Sequence[dict[str, Any]], title: str) -> None:
-    """Curves of several runs overlaid (``runs``: dicts with ``name`` and ``history``)."""
+    """Curves of several runs overlaid (``runs``: dicts with ``name``, ``history``, ``seed``): one colour per model."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for run, color in zip(runs, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
-        _curve_axes(axes, run["history"], run["name"], color)
+    palette = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+    colors = {name: palette[k % len(palette)] for k, name in enumerate(dict.fromkeys(r["name"] for r in runs))}
+    several = len(runs) > len(colors)
+    for run in runs:
+        label = f"{run['name']} seed {run.get('seed', 0)}" if several else run["name"]
+        _curve_axes(axes, run["history"], label, colors[run["name"]])
     fig.suptitle(title, y=1.02)
     _save(fig, path)
     plt.close(fig)
