@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from zoo.train.config import ConfigError, FinetuneConfig, config_keys, load_config, parse_override
@@ -50,11 +52,34 @@ def test_keyword_values():
         ("data.eval_fraction=1.5", "data.eval_fraction must be in (0, 1)"),
         ("epochs", "must look like key=value"),
         ("data.source=imagefolder", "needs data.path"),
+        # numbers that make no sense (NaN passed `lr <= 0`; the others were not checked at all)
+        ("optim.lr=.nan", "optim.lr must be a finite number, got nan"),
+        ("optim.lr=nan", "optim.lr must be a finite number, got nan"),
+        ("optim.lr=-0.1", "optim.lr must be > 0, got -0.1"),
+        ("optim.lr=inf", "optim.lr must be a finite number"),
+        ("optim.momentum=1.5", "optim.momentum must be in [0, 1), got 1.5"),
+        ("optim.weight_decay=-1", "optim.weight_decay must be >= 0"),
+        ("optim.min_lr=1", "optim.min_lr must be in [0, 0.05]"),
+        ("optim.warmup_start_factor=0", "optim.warmup_start_factor must be in (0, 1]"),
+        ("optim.grad_clip=-1", "optim.grad_clip must be > 0"),
+        ("optim.betas=[0.9]", "optim.betas must be two numbers in [0, 1)"),
+        ("model.drop_rate=1.0", "model.drop_rate must be in [0, 1), got 1.0"),
+        ("data.val_fraction=0", "data.val_fraction must be in (0, 1)"),
+        ("data.augment.rrc_scale_min=0", "data.augment.rrc_scale_min must be in (0, 1]"),
+        ("data.augment.color_jitter=-0.5", "data.augment.color_jitter must be >= 0"),
+        ("train.seeds=0", "train.seeds must be an integer >= 1"),
     ],
 )
 def test_bad_overrides_are_clear(override, message):
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, [override])
+
+
+def test_std_and_mean_are_finite_and_std_positive():
+    with pytest.raises(ConfigError, match=r"data.std values must be > 0"):
+        load_config(None, ["data.mean=[0.5, 0.5, 0.5]", "data.std=[1, 0, 1]"])
+    with pytest.raises(ConfigError, match=r"data.mean must be a finite number"):
+        load_config(None, ["data.mean=[0.5, .nan, 0.5]", "data.std=[1, 1, 1]"])
 
 
 def test_unknown_key_in_file_names_the_file(tmp_path):
@@ -81,3 +106,4 @@ def test_shipped_digits_config_loads():
     cfg = load_config("configs/finetune/digits.yaml")
     assert cfg.model.twin and cfg.model.name.endswith("_aa4")
     assert cfg.data.augment.shift == 0
+    assert cfg.train.seeds == 3 and not cfg.model.allow_init_mismatch

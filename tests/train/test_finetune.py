@@ -170,9 +170,10 @@ def test_twin_run_same_init_and_comparison_table(tmp_path, tiny_args, capsys):
     assert [r.name for r in result.runs] == ["resnet18_aa4", "resnet18"]
     assert [r.antialiased for r in result.runs] == [True, False]
     out = capsys.readouterr().out
-    assert "results on the held-out set" in out and "resnet18_aa4  yes" in out and "resnet18      no" in out
+    assert "results on the test split" in out and "resnet18_aa4  yes" in out and "resnet18      no" in out
     table = (result.root / "comparison.md").read_text()
-    assert table.count("| resnet18") == 2
+    assert table.count("| resnet18") == 4  # the model table and the per-run table
+    assert "resnet18_aa4 - resnet18, paired over 1 seed(s)" in result.table and "McNemar" in result.table
 
 
 def test_linear_probe_changes_only_the_classifier(tmp_path, tiny_args):
@@ -227,7 +228,7 @@ def test_image_folder_run_reports_skipped_images(tmp_path, tiny_args, capsys):
     args = tiny_args(tmp_path / "out", "data.source=imagefolder", f"data.path={data}", "data.batch_size=4")
     result = finetune(None, args)
     run = result["resnet18_aa4"]
-    assert run.history[0]["n"] == 8
+    assert run.history[0]["n"] == 2 and run.test["n"] == 8  # val: 20% of train/ (8 readable); test: val/
     report = json.loads((result.root / "data_report.json").read_text())
     assert report["classes"] == ["circle", "square"]
     assert [p.rsplit("/", 1)[-1] for p, _ in report["skipped"]] == ["corrupt.jpg"]
@@ -256,3 +257,102 @@ def test_amp_choices():
     assert amp_dtype("bf16", cpu) is torch.bfloat16
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         amp_dtype("fp16", cpu)
+
+
+def test_selection_uses_the_validation_split_and_the_table_reports_the_test_split(tmp_path, tiny_args):
+    from zoo.train.data import build_data
+
+    args = tiny_args(tmp_path, "train.epochs=3", "eval.consistency=false", "data.limit_eval=null")
+    result = finetune(None, args)
+    run = result["resnet18_aa4"]
+    cfg = load_config(None, args)
+    pcfg = json.loads((run.run_dir / "config.json").read_text())["pretrained_cfg"]
+    bundle = build_data(cfg.data, 3, pcfg["mean"], pcfg["std"])
+    assert (len(bundle.val), len(bundle.test)) == (270, 450)
+    assert all(h["n"] == 270 for h in run.history)  # every epoch's decision figures: the validation split
+    val = [h["val_top1"] for h in run.history]
+    assert run.best["epoch"] == val.index(max(val)) + 1 == run.test["epoch"]
+
+    best = zoo.create("resnet18_aa4", pretrained=str(run.run_dir / "best")).eval()
+
+    def correct(split):
+        with torch.no_grad():
+            return [int(best(x[None]).argmax(1)) == int(y) for x, y, _ in split]
+
+    on_val, on_test = correct(bundle.val), correct(bundle.test)
+    assert 100 * sum(on_val) / 270 == pytest.approx(run.history[run.best["epoch"] - 1]["val_top1"])
+    assert run.test["n"] == 450 and run.test["correct"] == [int(c) for c in on_test]
+    assert run.test["test_top1"] == pytest.approx(100 * sum(on_test) / 450)
+    row = json.loads((result.root / "comparison.json").read_text())["models"][0]
+    assert row["test top-1 (%)"] == pytest.approx(run.test["test_top1"])
+
+
+def _only_aa_weights(monkeypatch):
+    """Pretrained weights reachable for the anti-aliased model only (the twin's download fails)."""
+    from zoo.weights import WeightsUnavailableError
+
+    def load(entry, pretrained, **kwargs):
+        name = entry if isinstance(entry, str) else entry.name
+        if name == "resnet18":
+            raise WeightsUnavailableError("could not obtain weights", [("hub", "offline")])
+        torch.manual_seed(1234)  # stands in for loaded weights: different from the seeded random init
+        return zoo.create(name, **kwargs)
+
+    monkeypatch.setattr("zoo.weights.load.create_pretrained", load)
+
+
+def test_twins_with_different_initialisations_are_refused(tmp_path, tiny_args, monkeypatch):
+    _only_aa_weights(monkeypatch)
+    args = tiny_args(tmp_path, "model.twin=true", "model.pretrained=auto")
+    with pytest.raises(ValueError, match=r"twins would start differently .*model.allow_init_mismatch=true"):
+        finetune(None, args)
+    assert not (tmp_path / "tiny").exists()  # refused before anything was written
+
+
+def test_init_mismatch_on_request_is_said_in_the_table(tmp_path, tiny_args, monkeypatch, capsys):
+    _only_aa_weights(monkeypatch)
+    args = tiny_args(tmp_path, "model.twin=true", "model.pretrained=auto", "model.allow_init_mismatch=true")
+    result = finetune(None, args)
+    out = capsys.readouterr().out
+    assert "WARNING: model.allow_init_mismatch=true: the twins start differently" in out
+    rows = json.loads((result.root / "comparison.json").read_text())["models"]
+    assert [r["init"] for r in rows] == ["pretrained", "random (no weights)"]
+    assert "WARNING: the twins started differently" in (result.root / "comparison.md").read_text()
+
+
+def test_output_dir_that_is_a_file_is_one_line(tmp_path, tiny_args, capsys):
+    from zoo.cli import main
+
+    existing = tmp_path / "results.txt"
+    existing.write_text("keep me")
+    assert main(["finetune", *tiny_args(existing)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"output.dir={existing}: {existing} is a file, not a folder" in err
+    assert main(["finetune", *tiny_args(existing / "sub")]) == 2  # a file on the way counts too
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert existing.read_text() == "keep me"
+
+
+def test_numbers_that_make_no_sense_stop_the_cli_with_one_line(tmp_path, tiny_args, capsys):
+    from zoo.cli import main
+
+    for bad, message in (("optim.lr=.nan", "optim.lr must be a finite"), ("optim.lr=-1", "optim.lr must be > 0")):
+        assert main(["finetune", *tiny_args(tmp_path), bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_seeds_train_each_twin_per_seed_with_paired_statistics(tmp_path, tiny_args):
+    args = tiny_args(tmp_path, "model.twin=true", "train.seeds=2", "data.limit_train=32", "data.limit_eval=16")
+    result = finetune(None, args)
+    assert [(r.name, r.seed) for r in result.runs] == [
+        ("resnet18_aa4", 0), ("resnet18", 0), ("resnet18_aa4", 1), ("resnet18", 1),
+    ]  # fmt: skip
+    assert result["resnet18_aa4"].run_dir == result.root / "seed0" / "resnet18_aa4"
+    data = json.loads((result.root / "comparison.json").read_text())
+    aa = data["models"][0]
+    tops = [r.test["test_top1"] for r in result.runs if r.name == "resnet18_aa4"]
+    assert aa["seeds"] == 2 and aa["test top-1 (%)"] == pytest.approx(sum(tops) / 2)
+    pair = data["paired"][0]
+    assert pair["seeds"] == [0, 1] and pair["mcnemar_top1"]["n"] == 32  # 16 test images x 2 seeds

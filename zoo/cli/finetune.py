@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 import yaml
 
 from zoo.train.config import config_to_dict, load_config
 
 
+def _resume_command(args: argparse.Namespace, root: str) -> str:
+    """The command line that continues an interrupted run."""
+    keep = [o for o in args.overrides if o.split("=", 1)[0].strip() not in ("train.resume", "resume")]
+    words = ["zoo", "finetune", *(["--config", args.config] if args.config else []), *keep, f"train.resume={root}"]
+    return shlex.join(words)
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from zoo.train.run import finetune
+    from zoo.train.run import FinetuneInterrupted, finetune
 
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
-    finetune(cfg)
+    try:
+        finetune(cfg)
+    except FinetuneInterrupted as err:
+        resume = _resume_command(args, str(err.root))
+        print(f"zoo finetune: interrupted: {err.saved}; resume with: {resume}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("zoo finetune: interrupted before training started; nothing was saved", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -47,6 +48,8 @@ class ModelConfig:
     in_chans: int = 3
     drop_rate: float = 0.0
     mode: str = "full"  # full | linear_probe
+    # twins must start alike: refuse when one loads pretrained weights and the other cannot, unless true
+    allow_init_mismatch: bool = False
 
 
 @dataclass
@@ -65,14 +68,15 @@ class DataConfig:
     hf_name: Union[str, None] = None  # Hugging Face dataset name for source=hf
     hf_config: Union[str, None] = None
     train_split: str = "train"
-    eval_split: str = "val"  # folder / split used for evaluation; missing -> held out from train
+    eval_split: str = "val"  # folder / split of the reported test set; missing -> held out from train
     image_key: str = "image"
     label_key: str = "label"
     image_size: int = 32
-    eval_fraction: float = 0.25  # held-out share when there is no eval split (seeded, stratified)
+    eval_fraction: float = 0.25  # test share held out when there is no eval split (seeded, stratified)
+    val_fraction: float = 0.2  # validation share of the training images (model selection), seeded, stratified
     split_seed: int = 0
-    limit_train: Union[int, None] = None  # use only the first N training images (tiny runs)
-    limit_eval: Union[int, None] = None
+    limit_train: Union[int, None] = None  # a seeded stratified sample of N training images (tiny runs)
+    limit_eval: Union[int, None] = None  # the same for the validation and the test split (N each)
     batch_size: int = 64  # per process
     eval_batch_size: Union[int, None] = None
     num_workers: int = 0
@@ -100,11 +104,12 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 5
     seed: int = 0
+    seeds: int = 1  # train each model with seeds seed, seed+1, ...: mean and 95% interval across seeds
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: off) | off | fp16 | bf16
     threads: int = 0  # torch.set_num_threads (0 = leave torch's default)
     early_stop_patience: int = 0  # epochs without improvement before stopping (0 = never)
-    monitor: str = "val_top1"  # val_top1 | val_loss | consistency
+    monitor: str = "val_top1"  # val_top1 | val_loss | consistency, on the validation split
     resume: Union[str, None] = None  # run directory to continue
 
 
@@ -148,6 +153,7 @@ class FinetuneConfig:
         _positive("data.image_size", self.data.image_size, minimum=8)
         _positive("data.batch_size", self.data.batch_size)
         _positive("train.epochs", self.train.epochs)
+        _positive("train.seeds", self.train.seeds)
         _positive("model.in_chans", self.model.in_chans)
         for key in ("data.limit_train", "data.limit_eval", "data.eval_batch_size", "eval.max_shift"):
             value = _get(self, key)
@@ -156,14 +162,7 @@ class FinetuneConfig:
         for key in ("train.early_stop_patience", "data.num_workers", "train.threads", "data.augment.shift"):
             if _get(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {_get(self, key)}")
-        if not 0.0 < self.data.eval_fraction < 1.0:
-            raise ConfigError(f"data.eval_fraction must be in (0, 1), got {self.data.eval_fraction}")
-        if self.optim.lr <= 0:
-            raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
-        if not 0.0 <= self.optim.label_smoothing < 1.0:
-            raise ConfigError(f"optim.label_smoothing must be in [0, 1), got {self.optim.label_smoothing}")
-        if self.optim.warmup_epochs < 0:
-            raise ConfigError(f"optim.warmup_epochs must be >= 0, got {self.optim.warmup_epochs}")
+        self._check_numbers()
         if self.data.source == "imagefolder" and not self.data.path:
             raise ConfigError("data.source=imagefolder needs data.path=DIR (a folder of class sub-folders)")
         if self.data.source == "hf" and not (self.data.hf_name or self.data.path):
@@ -171,6 +170,52 @@ class FinetuneConfig:
         if (self.data.mean is None) != (self.data.std is None):
             raise ConfigError("set both data.mean and data.std, or neither")
         return self
+
+    def _check_numbers(self) -> None:
+        """Every number finite, and each in the range where it means something."""
+        for key in config_keys(self):
+            value = _get(self, key)
+            values = value if isinstance(value, list) else [value]
+            for v in values:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        o = self.optim
+        _in_range("optim.lr", o.lr, 0.0, math.inf, low_open=True)
+        _in_range("optim.momentum", o.momentum, 0.0, 1.0)
+        _in_range("optim.weight_decay", o.weight_decay, 0.0, math.inf, high_open=False)
+        _in_range("optim.label_smoothing", o.label_smoothing, 0.0, 1.0)
+        _in_range("optim.warmup_epochs", o.warmup_epochs, 0.0, math.inf, high_open=False)
+        _in_range("optim.warmup_start_factor", o.warmup_start_factor, 0.0, 1.0, low_open=True, high_open=False)
+        _in_range("optim.min_lr", o.min_lr, 0.0, o.lr, high_open=False)
+        if o.grad_clip is not None:
+            _in_range("optim.grad_clip", o.grad_clip, 0.0, math.inf, low_open=True)
+        if len(o.betas) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in o.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.999]; got {o.betas!r}")
+        _in_range("model.drop_rate", self.model.drop_rate, 0.0, 1.0)
+        _in_range("data.eval_fraction", self.data.eval_fraction, 0.0, 1.0, low_open=True)
+        _in_range("data.val_fraction", self.data.val_fraction, 0.0, 1.0, low_open=True)
+        a = self.data.augment
+        _in_range("data.augment.rrc_scale_min", a.rrc_scale_min, 0.0, 1.0, low_open=True, high_open=False)
+        _in_range("data.augment.color_jitter", a.color_jitter, 0.0, math.inf, high_open=False)
+        for key in ("data.mean", "data.std"):
+            value = _get(self, key)
+            if value is not None and not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+            ):
+                raise ConfigError(f"{key} must be a list of finite numbers (one per channel), got {value!r}")
+        if self.data.std is not None and any(v <= 0 for v in self.data.std):
+            raise ConfigError(f"data.std values must be > 0, got {self.data.std!r}")
+
+
+def _in_range(key: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = True) -> None:
+    """Raise ``ConfigError`` unless ``value`` lies in the interval (NaN never does)."""
+    ok_low = value > low if low_open else value >= low
+    ok_high = value < high if high_open else value <= high
+    if not (ok_low and ok_high):
+        if math.isinf(high):
+            raise ConfigError(f"{key} must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"{key} must be in {interval}, got {value!r}")
 
 
 def _choice(key: str, value: Any, valid: tuple[str, ...]) -> None:

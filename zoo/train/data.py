@@ -1,5 +1,10 @@
 """Datasets for fine-tuning: the embedded scikit-learn digits, an ImageFolder tree, Hugging Face ``datasets``.
 
+Three splits: ``train``; ``val`` (``data.val_fraction`` of the training images, seeded and stratified),
+which selects the best epoch and drives early stopping; ``test`` (the eval folder/split, or
+``data.eval_fraction`` held out), which is reported and never used for a decision. ``data.limit_*``
+take seeded stratified samples (every class in proportion, at least one image each).
+
 Every dataset yields ``(image, label, index)`` so the shift-consistency metric can key its per-image
 offsets by the global image index (identical figures in 1 or N processes).
 """
@@ -32,6 +37,7 @@ __all__ = [
     "build_data",
     "digits_tensors",
     "scan_image_folder",
+    "stratified_sample",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -43,10 +49,11 @@ class DatasetError(ValueError):
 
 @dataclass
 class DataBundle:
-    """Train and eval datasets plus what the run reports about them."""
+    """Train, validation and test datasets plus what the run reports about them."""
 
     train: Dataset
-    eval: Dataset
+    val: Dataset  # model selection and early stopping
+    test: Dataset  # reported only
     classes: list[str]
     description: str
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) of unreadable images
@@ -139,13 +146,73 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
 
     idx = np.arange(len(labels))
     counts = np.bincount(labels)
-    stratify = labels if counts[counts > 0].min() >= 2 else None
+    present = int((counts > 0).sum())
+    n_held = int(np.ceil(fraction * len(labels)))
+    stratify = labels if counts[counts > 0].min() >= 2 and present <= n_held <= len(labels) - present else None
     train, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
     return np.sort(train), np.sort(held)
 
 
-def _limit(indices: np.ndarray, limit: int | None) -> np.ndarray:
-    return indices if limit is None else indices[:limit]
+def _quotas(counts: np.ndarray, limit: int) -> np.ndarray:
+    """Per-class sample sizes summing to ``limit``: proportional (largest remainder), at least 1 each."""
+    ideal = counts * limit / counts.sum()
+    quota = np.minimum(counts, np.maximum(1, np.floor(ideal))).astype(np.int64)
+    while quota.sum() > limit:  # the minimum of one image per class overshot: take from the most over-served
+        over = np.where(quota > 1, quota - ideal, -np.inf)
+        quota[int(np.argmax(over))] -= 1
+    while quota.sum() < limit:
+        under = np.where(quota < counts, ideal - quota, -np.inf)
+        quota[int(np.argmax(under))] += 1
+    return quota
+
+
+def stratified_sample(labels: np.ndarray, limit: int | None, seed: int, key: str = "limit") -> np.ndarray:
+    """Sorted positions of a seeded sample of ``limit`` items of ``labels``, stratified by class.
+
+    Each class gets its proportional share (largest remainder) and at least one item; ``None`` or a
+    limit at least ``len(labels)`` keeps everything. ``DatasetError`` when ``limit`` is smaller than the
+    number of classes (``key`` names the setting in the message).
+    """
+    labels = np.asarray(labels)
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels))
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if limit < len(classes):
+        raise DatasetError(
+            f"{key}={limit} is smaller than the {len(classes)} classes: a stratified sample needs at least "
+            f"one image of each (use {key} >= {len(classes)})"
+        )
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(np.flatnonzero(inverse == c))[:q] for c, q in enumerate(_quotas(counts, limit))]
+    return np.sort(np.concatenate(picked))
+
+
+def _splits(
+    labels: np.ndarray, cfg: DataConfig, test_labels: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(train, val, test)`` positions: test from ``test_labels`` when given, else held out of ``labels``.
+
+    ``train``/``val`` index ``labels``; ``test`` indexes ``test_labels`` (or ``labels``).
+    """
+    rest = np.arange(len(labels))
+    if test_labels is None:
+        rest, test = _stratified_split(labels, cfg.eval_fraction, cfg.split_seed)
+        test_labels = labels
+    else:
+        test = np.arange(len(test_labels))
+    if len(rest) < 2:
+        raise DatasetError(f"only {len(rest)} training image(s): a validation split needs at least 2")
+    tr, va = _stratified_split(labels[rest], cfg.val_fraction, cfg.split_seed)
+    train, val = rest[tr], rest[va]
+    seed = cfg.split_seed
+    train = train[stratified_sample(labels[train], cfg.limit_train, seed, "data.limit_train")]
+    val = val[stratified_sample(labels[val], cfg.limit_eval, seed + 1, "data.limit_eval")]
+    test = test[stratified_sample(test_labels[test], cfg.limit_eval, seed + 2, "data.limit_eval")]
+    return train, val, test
+
+
+def _sizes(train: Dataset, val: Dataset, test: Dataset) -> str:
+    return f"{len(train)} train / {len(val)} val / {len(test)} test images"
 
 
 # ---------------------------------------------------------------- digits
@@ -164,15 +231,16 @@ def digits_tensors(image_size: int, in_chans: int) -> tuple[Tensor, Tensor]:
 
 def _digits(cfg: DataConfig, in_chans: int, mean: Sequence[float], std: Sequence[float]) -> DataBundle:
     images, labels = digits_tensors(cfg.image_size, in_chans)
-    train_idx, eval_idx = _stratified_split(labels.numpy(), cfg.eval_fraction, cfg.split_seed)
-    train_idx, eval_idx = _limit(train_idx, cfg.limit_train), _limit(eval_idx, cfg.limit_eval)
+    train_idx, val_idx, test_idx = _splits(labels.numpy(), cfg, None)
+    plain = _transforms(cfg, mean, std, False, False)
     train = TensorImages(images[train_idx], labels[train_idx], _transforms(cfg, mean, std, True, False))
-    held = TensorImages(images[eval_idx], labels[eval_idx], _transforms(cfg, mean, std, False, False))
+    val = TensorImages(images[val_idx], labels[val_idx], plain)
+    test = TensorImages(images[test_idx], labels[test_idx], plain)
     desc = (
         f"digits (scikit-learn, 1,797 scanned 8x8 digits upsampled to {cfg.image_size}x{cfg.image_size}): "
-        f"{len(train)} train / {len(held)} held-out images, split seed {cfg.split_seed}"
+        f"{_sizes(train, val, test)}, stratified, split seed {cfg.split_seed}"
     )
-    return DataBundle(train, held, [str(d) for d in range(10)], desc)
+    return DataBundle(train, val, test, [str(d) for d in range(10)], desc)
 
 
 # ---------------------------------------------------------------- image folders
@@ -240,24 +308,28 @@ def _image_folder(cfg: DataConfig, mode: str, mean: Sequence[float], std: Sequen
         raise DatasetError(f"{root} has a {cfg.eval_split}/ folder but no {cfg.train_split}/ folder")
     files, labels, classes, skipped = scan_image_folder(train_root)
     if eval_root.is_dir():
-        eval_files, eval_labels, _, eval_skipped = scan_image_folder(eval_root, classes)
+        test_files, test_labels, _, eval_skipped = scan_image_folder(eval_root, classes)
         skipped += eval_skipped
-        train_idx, eval_idx = np.arange(len(files)), None
-        split = f"{cfg.eval_split}/ folder"
+        split = f"test: {cfg.eval_split}/ folder"
     else:
-        train_idx, eval_idx = _stratified_split(np.asarray(labels), cfg.eval_fraction, cfg.split_seed)
-        eval_files, eval_labels = [files[i] for i in eval_idx], [labels[i] for i in eval_idx]
-        split = f"{cfg.eval_fraction:.0%} held out of {train_root} (seed {cfg.split_seed})"
-    train_idx = _limit(train_idx, cfg.limit_train)
-    keep = _limit(np.arange(len(eval_files)), cfg.limit_eval)
-    train = FileImages(
-        [files[i] for i in train_idx], [labels[i] for i in train_idx], mode, _transforms(cfg, mean, std, True, True)
+        test_files, test_labels = files, labels
+        split = f"test: {cfg.eval_fraction:.0%} held out of {train_root}"
+    train_idx, val_idx, test_idx = _splits(
+        np.asarray(labels), cfg, np.asarray(test_labels) if eval_root.is_dir() else None
     )
-    held = FileImages(
-        [eval_files[i] for i in keep], [eval_labels[i] for i in keep], mode, _transforms(cfg, mean, std, False, True)
+    plain = _transforms(cfg, mean, std, False, True)
+
+    def subset(src_files: list[Path], src_labels: list[int], idx: np.ndarray, transform: Callable) -> FileImages:
+        return FileImages([src_files[i] for i in idx], [src_labels[i] for i in idx], mode, transform)
+
+    train = subset(files, labels, train_idx, _transforms(cfg, mean, std, True, True))
+    val = subset(files, labels, val_idx, plain)
+    test = subset(test_files, test_labels, test_idx, plain)
+    desc = (
+        f"image folder {root}: {len(classes)} classes, {_sizes(train, val, test)} "
+        f"({split}; val: {cfg.val_fraction:.0%} of the training images; split seed {cfg.split_seed})"
     )
-    desc = f"image folder {root}: {len(classes)} classes, {len(train)} train / {len(held)} eval images ({split})"
-    return DataBundle(train, held, classes, desc, skipped)
+    return DataBundle(train, val, test, classes, desc, skipped)
 
 
 # ---------------------------------------------------------------- Hugging Face datasets
@@ -315,17 +387,21 @@ def records_bundle(
         classes = [str(c) for c in range(int(labels.max()) + 1)]
     keys = (cfg.image_key, cfg.label_key)
     if eval_rows is None:
-        train_idx, eval_idx = _stratified_split(labels, cfg.eval_fraction, cfg.split_seed)
-        eval_source = train_rows
-        split = f"{cfg.eval_fraction:.0%} held out of {cfg.train_split!r} (seed {cfg.split_seed})"
+        test_source, test_labels = train_rows, None
+        split = f"test: {cfg.eval_fraction:.0%} held out of {cfg.train_split!r}"
     else:
-        train_idx, eval_idx, eval_source = np.arange(len(train_rows)), np.arange(len(eval_rows)), eval_rows
-        split = f"split {cfg.eval_split!r}"
-    train_idx, eval_idx = _limit(train_idx, cfg.limit_train), _limit(eval_idx, cfg.limit_eval)
+        test_source, test_labels = eval_rows, _labels(eval_rows, cfg.label_key)
+        split = f"test: split {cfg.eval_split!r}"
+    train_idx, val_idx, test_idx = _splits(labels, cfg, test_labels)
+    plain = _transforms(cfg, mean, std, False, True)
     train = RecordImages(train_rows, train_idx, keys, mode, _transforms(cfg, mean, std, True, True))
-    held = RecordImages(eval_source, eval_idx, keys, mode, _transforms(cfg, mean, std, False, True))
-    desc = f"{cfg.hf_name or cfg.path}: {len(classes)} classes, {len(train)} train / {len(held)} eval images ({split})"
-    return DataBundle(train, held, list(classes), desc)
+    val = RecordImages(train_rows, val_idx, keys, mode, plain)
+    test = RecordImages(test_source, test_idx, keys, mode, plain)
+    desc = (
+        f"{cfg.hf_name or cfg.path}: {len(classes)} classes, {_sizes(train, val, test)} "
+        f"({split}; val: {cfg.val_fraction:.0%} of the training rows; split seed {cfg.split_seed})"
+    )
+    return DataBundle(train, val, test, list(classes), desc)
 
 
 def _hf(cfg: DataConfig, mode: str, mean: Sequence[float], std: Sequence[float]) -> DataBundle:

@@ -19,16 +19,35 @@ import yaml
 
 from zoo.builder import create
 from zoo.registry import get_entry
-from zoo.train.checkpoint import STATE_NAME, check_compatible, load_train_state
+from zoo.train.checkpoint import STATE_NAME, CheckpointError, check_compatible, load_train_state
 from zoo.train.config import FinetuneConfig, config_to_dict, load_config
 from zoo.train.data import build_data
 from zoo.train.distributed import DistContext, broadcast_object, setup
 from zoo.train.loop import ModelRun, RunResult, fingerprint, train_model
-from zoo.train.report import comparison_rows, format_table, plot_comparison
+from zoo.train.report import (
+    comparison_rows,
+    format_table,
+    paired_comparison,
+    paired_lines,
+    plot_comparison,
+    seed_rows,
+)
 from zoo.weights.errors import WeightsUnavailableError
 from zoo.weights.io import atomic_write
 
-__all__ = ["FinetuneResult", "build_model", "finetune", "twin_name"]
+__all__ = ["FinetuneInterrupted", "FinetuneResult", "build_model", "finetune", "twin_name"]
+
+
+class FinetuneInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training: ``str()`` says what was saved; ``root`` is the run to resume."""
+
+    def __init__(self, saved: str, root: Path) -> None:
+        message = f"{saved}; resume with train.resume={root}"
+        super().__init__(message)
+        self.message, self.saved, self.root = message, saved, root
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -38,6 +57,7 @@ class FinetuneResult:
     root: Path
     runs: list[RunResult] = field(default_factory=list)
     table: str = ""
+    paired: list[dict[str, Any]] = field(default_factory=list)  # twin comparison (paired t, McNemar)
 
     def __getitem__(self, name: str) -> RunResult:
         for run in self.runs:
@@ -75,16 +95,20 @@ def twin_name(name: str) -> str:
     raise ValueError(f"model.twin=true needs an anti-aliased model (e.g. {entry.arch}_aa4), got the baseline {name!r}")
 
 
-def build_model(cfg: FinetuneConfig, name: str, num_classes: int) -> tuple[torch.nn.Module, str, str]:
+def build_model(
+    cfg: FinetuneConfig, name: str, num_classes: int, seed: int | None = None
+) -> tuple[torch.nn.Module, str, str]:
     """``(model, init, detail)``: ``init`` is ``"pretrained"`` or ``"random"``, ``detail`` says why.
 
-    ``model.pretrained=auto`` falls back to random initialisation when no weights are reachable.
+    ``model.pretrained=auto`` falls back to random initialisation when no weights are reachable. The
+    random parts (all of it, or the new classifier) come from ``seed`` (default ``train.seed``).
     """
+    seed = cfg.train.seed if seed is None else seed
     kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": cfg.model.in_chans}
     if cfg.model.drop_rate:
         kwargs["drop_rate"] = cfg.model.drop_rate
     wanted = cfg.model.pretrained
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(seed)
     if wanted is False:
         return create(name, **kwargs), "random", "random initialisation (model.pretrained=false)"
     try:
@@ -94,7 +118,7 @@ def build_model(cfg: FinetuneConfig, name: str, num_classes: int) -> tuple[torch
             raise
         attempts = getattr(err, "attempts", [])
         reason = "; ".join(f"{src}: {why}" for src, why in attempts[:2]) or str(err).splitlines()[0]
-        torch.manual_seed(cfg.train.seed)
+        torch.manual_seed(seed)
         detail = f"PRETRAINED WEIGHTS UNREACHABLE, training from random initialisation ({reason})"
         return create(name, **kwargs), "random (no weights)", detail
     source = getattr(model, "pretrained_cfg", {}).get("tag") or wanted
@@ -112,16 +136,76 @@ def _norm(cfg: FinetuneConfig, model: torch.nn.Module) -> tuple[list[float], lis
     return mean, std
 
 
-def _resume_dir(resume: Path, name: str, single: bool) -> Path:
+def _run_dir(root: Path, name: str, seed: int, seeds: int) -> Path:
+    """Where one model of one seed lives: ``root/NAME`` (one seed) or ``root/seedS/NAME``."""
+    return root / name if seeds == 1 else root / f"seed{seed}" / name
+
+
+def _finished(state: dict[str, Any] | None, cfg: FinetuneConfig) -> bool:
+    return bool(state and state.get("test") and (int(state["epoch"]) >= cfg.train.epochs or state.get("stopped_early")))
+
+
+def _resume_states(
+    cfg: FinetuneConfig, names: list[str], seeds: list[int], classes: list[str]
+) -> tuple[Path, dict[tuple[int, str], tuple[Path, dict[str, Any] | None]]]:
+    """``(root, {(seed, name): (run_dir, state or None)})`` of ``train.resume``; checked, nothing written.
+
+    ``train.resume`` is the run directory (or, for one model and one seed, the model's own folder). A
+    model without ``train_state.pt`` never started: it starts fresh. Raises when nothing is left to do.
+    """
+    resume = Path(cfg.train.resume or "")
+    single = len(names) == 1 and len(seeds) == 1
     if single and (resume / STATE_NAME).is_file():
-        return resume
-    return resume / name
+        root, dirs = resume.parent, {(seeds[0], names[0]): resume}
+    else:
+        root = resume
+        dirs = {(s, n): _run_dir(root, n, s, len(seeds)) for s in seeds for n in names}
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"no checkpoint to resume: {resume} does not exist (train.resume takes the run directory printed "
+            "at the start, e.g. runs/digits)"
+        )
+    found = {key: (d / STATE_NAME).is_file() for key, d in dirs.items()}
+    if not any(found.values()) and not (root / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"no checkpoint to resume: {resume} holds no {STATE_NAME} and is not a run directory "
+            f"(expected {', '.join(str(d) for d in dirs.values())})"
+        )
+    out: dict[tuple[int, str], tuple[Path, dict[str, Any] | None]] = {}
+    for (seed, name), d in dirs.items():
+        state = load_train_state(d) if found[(seed, name)] else None
+        if state is not None:
+            check_compatible(state, fingerprint(cfg, name, classes), d)
+            if state.get("seed", seed) != seed:
+                raise CheckpointError(f"cannot resume from {d}: trained with seed {state['seed']}, this run {seed}")
+        out[(seed, name)] = (d, state)
+    if all(_finished(state, cfg) for _, state in out.values()):
+        epochs = sorted({int(state["epoch"]) for _, state in out.values() if state})
+        raise ValueError(
+            f"{resume} has already trained {'/'.join(map(str, epochs))} of train.epochs={cfg.train.epochs} "
+            "for every model (or stopped early); raise train.epochs to continue"
+        )
+    return root, out
+
+
+def _check_output(cfg: FinetuneConfig) -> None:
+    """``output.dir`` must be a folder (or not exist yet): a clear error before any work."""
+    out = Path(cfg.output.dir)
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"output.dir={cfg.output.dir}: {parent} is a file, not a folder; set output.dir=DIR")
+        if parent.exists():
+            break
 
 
 def _new_root(cfg: FinetuneConfig) -> Path:
     """``output.dir/output.name``, or ``-2``, ``-3``... when it exists already (never overwritten)."""
+    _check_output(cfg)
     base = Path(cfg.output.dir) / (cfg.output.name or "finetune")
-    base.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"output.dir={cfg.output.dir} cannot be created: {err.strerror or err}") from err
     for k in range(1, 10_000):
         root = base if k == 1 else base.with_name(f"{base.name}-{k}")
         try:
@@ -157,11 +241,18 @@ def finetune(
         ctx.close()
 
 
+def _init_kind(init: str) -> str:
+    return "pretrained" if init.startswith("pretrained") else "random"
+
+
 def _finetune(cfg: FinetuneConfig, ctx: DistContext) -> FinetuneResult:
     log = _Log(ctx)
     names = [cfg.model.name] + ([twin_name(cfg.model.name)] if cfg.model.twin else [])
     for name in names:
         get_entry(name)
+    if cfg.train.resume is None:
+        _check_output(cfg)
+    seeds = [cfg.train.seed + k for k in range(cfg.train.seeds)]
     probe = create(names[0], num_classes=1, in_chans=cfg.model.in_chans)
     mean, std = _norm(cfg, probe)
     bundle = build_data(cfg.data, cfg.model.in_chans, mean, std)
@@ -172,34 +263,30 @@ def _finetune(cfg: FinetuneConfig, ctx: DistContext) -> FinetuneResult:
             log(f"  {path}: {reason}")
         if len(bundle.skipped) > 20:
             log(f"  ... and {len(bundle.skipped) - 20} more (all listed in data_report.json)")
-    runs: list[ModelRun] = []
-    resume = Path(cfg.train.resume) if cfg.train.resume else None
-    for name in names:
-        model, init, detail = build_model(cfg, name, bundle.num_classes)
+    resumed: dict[tuple[int, str], tuple[Path, dict[str, Any] | None]] = {}
+    if cfg.train.resume is not None:
+        root, resumed = _resume_states(cfg, names, seeds, bundle.classes)
+    # the first seed's models now: missing weights and an initialisation mismatch fail before any write
+    first = {name: build_model(cfg, name, bundle.num_classes, seeds[0]) for name in names}
+    for name, (_, _, detail) in first.items():
         log(f"[{name}] {detail}")
-        state, run_dir = None, Path()
-        if resume is not None:
-            run_dir = _resume_dir(resume, name, len(names) == 1)
-            state = load_train_state(run_dir)
-            check_compatible(state, fingerprint(cfg, name, bundle.classes), run_dir)
-            if int(state["epoch"]) >= cfg.train.epochs:
-                raise ValueError(
-                    f"{run_dir} has already trained {state['epoch']} of train.epochs={cfg.train.epochs}; "
-                    "raise train.epochs to continue"
-                )
-            init = f"{init}, resumed at epoch {state['epoch']}"
-        runs.append(ModelRun(name, model, init, run_dir, state))
-    if resume is not None:
-        root = runs[0].run_dir.parent
-    else:
+    mismatch = len({_init_kind(init) for _, init, _ in first.values()}) > 1
+    if mismatch:
+        what = "; ".join(f"{n}: {detail}" for n, (_, _, detail) in first.items())
+        if not cfg.model.allow_init_mismatch:
+            raise ValueError(
+                "the twins would start differently (one from pretrained weights, one from random "
+                f"initialisation), so the comparison would measure the initialisation, not anti-aliasing ({what}); "
+                "make both loadable, set model.pretrained=false, or set model.allow_init_mismatch=true to train anyway"
+            )
+        log(f"WARNING: model.allow_init_mismatch=true: the twins start differently ({what})")
+    if cfg.train.resume is None:
         root = Path(broadcast_object(str(_new_root(cfg)) if ctx.is_main else None, ctx))
-        for run in runs:
-            run.run_dir = root / run.name
     log.attach(root / "train.log")
     if ctx.is_main:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         atomic_write(
-            root / ("config.yaml" if resume is None else f"config-resume-{stamp}.yaml"),
+            root / ("config.yaml" if cfg.train.resume is None else f"config-resume-{stamp}.yaml"),
             yaml.safe_dump(config_to_dict(cfg), sort_keys=False),
         )
         atomic_write(
@@ -211,28 +298,87 @@ def _finetune(cfg: FinetuneConfig, ctx: DistContext) -> FinetuneResult:
         )
     log(f"run directory: {root}")
     results = FinetuneResult(root)
-    for run in runs:
-        results.runs.append(train_model(run, cfg, bundle, ctx, log, mean, std))
-        log(f"[{run.name}] checkpoint: {run.run_dir}  (zoo.create({run.name!r}, pretrained={str(run.run_dir)!r}))")
-    _summarize(results, cfg, ctx, log)
+    current = ""
+    try:
+        for seed in seeds:
+            for name in names:
+                current = name if len(seeds) == 1 else f"{name} (seed {seed})"
+                model, init, detail = (
+                    first.pop(name) if seed == seeds[0] else build_model(cfg, name, bundle.num_classes, seed)
+                )
+                if seed != seeds[0]:
+                    log(f"[{name} seed {seed}] {detail}")
+                run_dir, state = resumed.get((seed, name), (_run_dir(root, name, seed, len(seeds)), None))
+                if state is not None:
+                    init = f"{init}, resumed at epoch {state['epoch']}"
+                run = ModelRun(name, model, init, run_dir, state, seed)
+                result = train_model(run, cfg, bundle, ctx, log, mean, std)
+                results.runs.append(result)
+                if not result.skipped:
+                    log(f"[{name}] checkpoint: {run_dir}  (zoo.create({name!r}, pretrained={str(run_dir)!r}))")
+    except KeyboardInterrupt:
+        err = FinetuneInterrupted(_interrupted(root, names, seeds, cfg, current), root)
+        log(f"interrupted: {err.message}")
+        raise err from None
+    _summarize(results, cfg, ctx, log, mismatch)
     return results
 
 
-def _summarize(results: FinetuneResult, cfg: FinetuneConfig, ctx: DistContext, log: _Log) -> None:
+def _interrupted(root: Path, names: list[str], seeds: list[int], cfg: FinetuneConfig, current: str) -> str:
+    """What an interrupted run has saved (the last complete epoch of each model) and how to resume it."""
+    saved = []
+    for seed in seeds:
+        for name in names:
+            label = name if len(seeds) == 1 else f"{name} seed {seed}"
+            metrics = _run_dir(root, name, seed, len(seeds)) / "metrics.json"
+            try:
+                history = json.loads(metrics.read_text(encoding="utf-8"))["history"]
+                saved.append(f"{label} epoch {history[-1]['epoch']}/{cfg.train.epochs}")
+            except (OSError, ValueError, KeyError, IndexError):
+                saved.append(f"{label} not started")
+    return f"stopped while training {current}; saved in {root}: {', '.join(saved)} (each at its last complete epoch)"
+
+
+def _summarize(results: FinetuneResult, cfg: FinetuneConfig, ctx: DistContext, log: _Log, mismatch: bool) -> None:
     runs = [r.as_dict() for r in results.runs]
     rows = comparison_rows(runs)
-    results.table = format_table(rows)
-    max_shift = results.runs[0].history[-1].get("max_shift") if results.runs and results.runs[0].history else None
+    per_seed = seed_rows(runs)
+    results.paired = paired_comparison([{**r.as_dict(), "test": r.test} for r in results.runs])
+    lines = paired_lines(results.paired)
+    first = results.runs[0].test if results.runs else {}
+    max_shift = first.get("max_shift")
     protocol = f"{cfg.eval.protocol} shifts up to {max_shift} px, seed {cfg.eval.seed}" if max_shift else "not measured"
+    n_seeds = cfg.train.seeds
+    interval = "Student t across seeds" if n_seeds > 1 else "one seed: Wilson over the test images (consistency only)"
+    notes = [
+        f"test split: {first.get('n', '-')} images, never used for a decision; each run's epoch is selected by "
+        f"{cfg.train.monitor} on the validation split",
+        f"consistency: {protocol}; 95% CI: {interval}",
+    ]
+    if mismatch:
+        notes.append("WARNING: the twins started differently (model.allow_init_mismatch=true): see the init column")
+    results.table = "\n".join([format_table(rows), *lines])
     log("")
-    log(f"results on the held-out set (consistency: {protocol}):")
+    log(f"results on the test split ({len(runs)} run(s): {len(rows)} model(s) x {n_seeds} seed(s)):")
+    if n_seeds > 1:
+        log(format_table(per_seed))
+        log("")
     log(results.table)
+    for note in notes:
+        log(f"  {note}")
     if ctx.is_main:
-        atomic_write(results.root / "comparison.md", format_table(rows, markdown=True) + "\n")
+        md = [format_table(rows, markdown=True), "", *lines, "", *(f"- {n}" for n in notes), ""]
+        md += ["Per run:", "", format_table(per_seed, markdown=True), ""]
+        atomic_write(results.root / "comparison.md", "\n".join(md))
         atomic_write(
             results.root / "comparison.json",
-            json.dumps({"protocol": protocol, "runs": runs}, indent=2, default=str) + "\n",
+            json.dumps(
+                {"protocol": protocol, "notes": notes, "models": rows, "paired": results.paired, "runs": runs},
+                indent=2,
+                default=str,
+            )
+            + "\n",
         )
         if cfg.output.plots and len(runs) > 1:
-            plot_comparison(results.root / "comparison.png", runs, f"{cfg.output.name}: same seed and recipe")
+            plot_comparison(results.root / "comparison.png", runs, f"{cfg.output.name}: same recipe, validation split")
             log(f"plots: {results.root / 'comparison.png'} and <run>/curves.png")
