@@ -132,6 +132,7 @@ def test_large_filter_layer_outputs() -> None:
         ones = BlurPool2d(2, 513, impl=impl)(torch.ones(1, 2, 20, 24))
         assert torch.allclose(ones, torch.ones_like(ones), atol=1e-5), impl  # a normalised filter keeps a constant
     ref64 = BlurPool2d(2, 600, impl="reference")(x.double())  # 360k taps: compare in float64
-    assert (BlurPool2d(2, 600, impl="fast")(x.double()) - ref64).abs().max().item() <= 1e-12
+    # both use the float32 filter buffer, whose rounded 2-D taps are separable only up to ~1e-8
+    assert (BlurPool2d(2, 600, impl="fast")(x.double()) - ref64).abs().max().item() <= 1e-8
     fast = BlurPool2d(2, 600, impl="fast")(x)
     assert torch.isfinite(fast).all() and (fast - ref64).abs().max().item() <= 1e-6
