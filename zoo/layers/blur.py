@@ -221,10 +221,11 @@ def dense_max_pool(x: Tensor, kernel_size: int, padding: int, impl: str = "fast"
     """``max_pool2d(x, kernel_size, stride=1, padding)``.
 
     Shifted-slice maxima (5-10x faster) when no gradient is recorded; ``F.max_pool2d`` itself when
-    autograd records (its backward is one scatter from the saved argmax indices, where the
+    eager autograd records (its backward is one scatter from the saved argmax indices, where the
     backward of chained ``torch.maximum`` replays one saved mask per tap) or ``impl="reference"``.
+    Traced graphs always take the slices.
     """
-    if impl == "reference" or not _use_fast_kernels(x) or (x.requires_grad and torch.is_grad_enabled()):
+    if impl == "reference" or not _use_fast_kernels(x) or blur_fast.records_autograd(x):
         return F.max_pool2d(x, kernel_size, stride=1, padding=padding)
     return blur_fast.dense_max(x, kernel_size, padding)
 

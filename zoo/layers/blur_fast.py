@@ -29,6 +29,7 @@ __all__ = [
     "blur_slices",
     "dense_max",
     "max_blur_slices",
+    "records_autograd",
     "recompile_limit",
     "resolve_pad_mode",
 ]
@@ -155,8 +156,10 @@ class _BandedBlur(torch.autograd.Function):
         return banded_product(grad, band_h.t(), band_w.t()), None, None
 
 
-def _wants_autograd_fn(x: Tensor) -> bool:
-    """Use the custom autograd functions only in plain eager autograd (never while tracing or exporting)."""
+def records_autograd(x: Tensor) -> bool:
+    """Whether eager autograd records an op on ``x`` (never while tracing: traced graphs take one fixed path)."""
+    if torch.jit.is_scripting():
+        return x.requires_grad and torch.is_grad_enabled()
     return x.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing()
 
 
@@ -167,7 +170,7 @@ def blur_matmul(x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[in
     band_h = band_matrix(h, taps_h, stride[0], pads[2], pads[3], mode, x.dtype, x.device)
     band_w = band_matrix(w, taps_w, stride[1], pads[0], pads[1], mode, x.dtype, x.device)
     if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only a bare is_scripting() branch)
-        if _wants_autograd_fn(x):
+        if records_autograd(x):
             return _BandedBlur.apply(x, band_h, band_w)
     return banded_product(x, band_h, band_w)
 
