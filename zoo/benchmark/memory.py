@@ -1,4 +1,4 @@
-"""Peak memory of one training step, each model measured in a fresh subprocess.
+"""Peak memory of one training step, each model measured in a fresh subprocess (CPU) or in process (CUDA).
 
 ``tracemalloc`` does not see torch's CPU allocations, so the child process reads the kernel's
 resident-set high-water mark: it builds the model, runs one warm-up step (allocating optimizer
@@ -29,21 +29,17 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
-def _child_step(source: str, name: str, batch: int, size: int, threads: int, channels_last: bool) -> dict:
-    import gc
-    import resource
-
+def _step_fn(source: str, name: str, batch: int, size: int, channels_last: bool, device: str = "cpu"):  # type: ignore[no-untyped-def]
+    """One SGD training step of a freshly built model, as a closure."""
     import torch
 
     from zoo.benchmark.cases import build_model
 
-    torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build_model(source, name).train()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
-    y = torch.randint(0, 1000, (batch,))
+    model = build_model(source, name).train().to(device=device, memory_format=fmt)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 1000, (batch,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
@@ -51,6 +47,17 @@ def _child_step(source: str, name: str, batch: int, size: int, threads: int, cha
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
 
+    return step
+
+
+def _child_step(source: str, name: str, batch: int, size: int, threads: int, channels_last: bool) -> dict:
+    import gc
+    import resource
+
+    import torch
+
+    torch.set_num_threads(threads)
+    step = _step_fn(source, name, batch, size, channels_last)
     step()
     gc.collect()
     before = _status_kb("VmRSS")
@@ -76,3 +83,18 @@ def training_step_peak(
     if proc.returncode != 0:
         raise RuntimeError(f"memory child for {source}:{name} failed: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cuda_step_peak(source: str, name: str, batch: int, size: int, channels_last: bool = False) -> dict:
+    """Extra CUDA memory one training step allocates at its peak (after a warm-up step), in process."""
+    import torch
+
+    step = _step_fn(source, name, batch, size, channels_last, device="cuda")
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    return {"peak_step_mb": peak / 2**20, "rss_before_mb": before / 2**20, "method": "torch.cuda.max_memory_allocated"}
