@@ -171,9 +171,9 @@ def bench_layers(cfg: BenchConfig) -> list[dict]:
                         fns[name] = lambda layer=layer, x=x: _no_grad_call(layer, x)
                 else:
                     xg = x.detach().clone().requires_grad_()
-                    with torch.no_grad():
-                        grad = torch.randn_like(layers["official"](x))
                     for name, layer in layers.items():
+                        with torch.no_grad():  # per layer: timm's symmetric padding gives another shape
+                            grad = torch.randn_like(layer(x))
                         fns[name] = lambda layer=layer, xg=xg, grad=grad: _fwd_bwd_call(layer, xg, grad)
                 desc = f"{case.name} {task}{' CL' if cl else ''}"
                 times = time_interleaved(fns, cfg.layer_repeats, warmup=1, desc=desc, sync=_sync(dev))

@@ -13,8 +13,10 @@ maps (e.g. 2x2 or 1x1 at the end of a network on a 32 px input) from crashing.
 Implementations (``BLUR_MODES``), all with the reference outputs up to float rounding (<= 1e-6):
 
 * ``"fast"`` (default): CPU float32/float64 use two banded GEMMs with the padding folded in
-  (see :mod:`zoo.layers.blur_fast`) and a dense max from shifted slices; other devices and
-  dtypes use the reference ops (cuDNN's depthwise convolution is the fast GPU path).
+  (see :mod:`zoo.layers.blur_fast`; in training a custom autograd function whose backward is the
+  transposed banded product) and a dense max from shifted slices (``max_pool2d`` when autograd
+  records); other devices and dtypes use the reference ops (cuDNN's depthwise convolution is the
+  fast GPU path).
 * ``"reference"``: pad, depthwise ``conv2d``, ``max_pool2d``: the straightforward implementation.
 * ``"compiled"``: the separable blur compiled by ``torch.compile`` into one fused loop (needs a
   C++ compiler on CPU; compiles once per input shape).

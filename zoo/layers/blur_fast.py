@@ -5,12 +5,17 @@
   folded in (reflected/replicated/wrapped taps are summed into the right rows, zero-padded taps
   dropped). The 2-D layer is two GEMMs, ``B_h^T @ x @ B_w``: no padded copy, only the needed output
   rows and columns, and BLAS-speed on CPU. Channels-last inputs use the NHWC view directly (still
-  two GEMMs, output stays channels-last). One caveat of the dense band: an ``inf``/``nan`` input
+  two GEMMs, output stays channels-last). The blur is linear, so in training a custom autograd
+  function runs the transposed product ``B_h @ dy @ B_w^T`` as its backward (same layout rules) and
+  saves only the two cached bands, no activation. Traced graphs (``torch.jit.trace``, the legacy
+  ONNX exporter) take the bands as constants and use plain ops. One caveat of the dense band: an ``inf``/``nan`` input
   spreads along its whole row/column (``0 * inf``); finite inputs are exact up to rounding.
 * ``blur_slices``: pad + separable sum of strided slices; what ``torch.compile`` fuses into a loop.
 * ``dense_max``: stride-1 max-pool as separable ``torch.maximum`` of shifted slices, 5-10x faster
-  than ``max_pool2d(k, stride=1)`` on CPU. Same values; on exact ties the gradient is shared
-  between the tied inputs instead of going to one of them (both are valid subgradients).
+  than ``max_pool2d(k, stride=1)`` on CPU, used where no gradient is recorded (eager training uses
+  ``max_pool2d``, whose backward is one scatter). Same values; differentiated through
+  ``torch.compile``, exact ties share the gradient instead of giving it to one input (both are
+  valid subgradients).
 """
 
 from __future__ import annotations
