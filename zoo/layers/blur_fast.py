@@ -30,13 +30,16 @@ from torch import Tensor
 
 __all__ = [
     "band_matrix",
+    "banded_product",
     "blur_matmul",
     "blur_slices",
     "dense_max",
     "max_blur_slices",
-    "records_autograd",
     "recompile_limit",
+    "records_autograd",
     "resolve_pad_mode",
+    "static_int",
+    "untraced",
 ]
 
 
