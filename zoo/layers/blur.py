@@ -175,6 +175,9 @@ def blur_reference(
     else:
         x = F.pad(x, pads, mode=mode)
     weight = filt.to(dtype=x.dtype).expand(channels, 1, pads[2] + pads[3] + 1, pads[0] + pads[1] + 1)
+    if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only a bare is_scripting() branch)
+        if torch.jit.is_tracing():  # a constant weight: the legacy ONNX exporter then knows the conv's shape
+            weight = blur_fast.traced_constant(weight)
     return F.conv2d(x, weight, stride=stride, groups=channels)
 
 

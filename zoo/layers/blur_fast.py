@@ -39,6 +39,7 @@ __all__ = [
     "records_autograd",
     "resolve_pad_mode",
     "static_int",
+    "traced_constant",
     "untraced",
 ]
 
@@ -99,6 +100,12 @@ def untraced() -> Iterator[None]:
         yield
     finally:
         torch._C._set_tracing_state(state)
+
+
+def traced_constant(t: Tensor) -> Tensor:
+    """A copy of ``t`` that a trace records as a constant (not as the ops that computed it)."""
+    with untraced():
+        return t.detach().clone()
 
 
 def static_int(size: int | Tensor) -> int:
