@@ -68,8 +68,8 @@ def _fake_result() -> dict:
             layer_row | dict(task="forward+backward", results=train_layer),
         ],
         "memory": [
-            dict(arch="resnet18", source="official", model="resnet18", peak_step_mb=100.0),
-            dict(arch="resnet18", source="zoo", model="resnet18_aa4", peak_step_mb=85.0),
+            dict(arch="resnet18", source="official", model="resnet18", peak_step_mb=100.0, saved_activations_mb=40),
+            dict(arch="resnet18", source="zoo", model="resnet18_aa4", peak_step_mb=85.0, saved_activations_mb=38),
         ],
     }
 
@@ -85,19 +85,21 @@ def test_targets_are_checked_against_the_issue() -> None:
         "BlurPool2d forward+backward, fast, NCHW <= 3.0x floor": (2.4, True),
         "BlurPool2d forward+backward, fast, NCHW no slower than official": (0.7, True),
         "resnet18_aa4 training peak <= 0.9x official": (0.85, True),
+        "resnet18_aa4 saved activations <= 0.9x official": (0.95, False),
     }
 
 
 def test_outputs_written(tmp_path) -> None:
     paths = write_outputs(_fake_result(), tmp_path)
     data = json.loads(paths["json"].read_text())
-    assert len(data["targets"]) == 8
+    assert len(data["targets"]) == 9
     md = paths["markdown"].read_text()
     assert "| resnet18 | inference | 8 | fp32 | NCHW | 10.0 | 13.0 ms (1.30x)" in md
     assert "| resnet18 | train | 8 | bf16 | NCHW | 10.0 | 15.0 ms (1.50x)" in md
     assert "| BlurPool2d(k=4, s=2) | forward+backward | 16x256x56x56 | NCHW | zoo[fast] | 3.00 | 2.40 | 0.70 |" in md
     assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
-    assert markdown(_fake_result()).count("| no |") == 2
+    assert "| resnet18_aa4 | zoo | 85 | 0.85 | 38 | 0.95 |" in md
+    assert markdown(_fake_result()).count("| no |") == 3
     assert not list(tmp_path.glob(".*.tmp"))
 
 

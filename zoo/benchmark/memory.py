@@ -4,8 +4,11 @@
 resident-set high-water mark: it builds the model, runs one warm-up step (allocating optimizer
 state), resets ``VmHWM`` through ``/proc/self/clear_refs``, runs one more step and reports
 ``VmHWM - VmRSS(before the step)``: the extra memory the step needed at its peak (activations
-saved for backward, gradients, workspace). Where ``clear_refs`` is not writable the child falls
-back to ``ru_maxrss`` (then the figure also includes the warm-up step, which peaks the same).
+saved for backward, gradients, workspace). That figure moves with the allocator's caching and a
+busy machine's page reclaim, so the child also reports the deterministic part: the distinct
+storages autograd saved for backward during the step (``saved_tensors_hooks``). Where
+``clear_refs`` is not writable the child falls back to ``ru_maxrss`` (then the figure also
+includes the warm-up step, which peaks the same).
 """
 
 from __future__ import annotations
@@ -42,12 +45,34 @@ def _step_fn(source: str, name: str, batch: int, size: int, channels_last: bool,
     y = torch.randint(0, 1000, (batch,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    def step() -> None:
+    def step(saved: dict[int, int] | None = None) -> None:
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        if saved is None:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        else:
+            with torch.autograd.graph.saved_tensors_hooks(_recorder(saved), lambda t: t):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
 
+    step.model = model  # type: ignore[attr-defined]
     return step
+
+
+def _recorder(saved: dict[int, int]):  # type: ignore[no-untyped-def]
+    def pack(t):  # type: ignore[no-untyped-def]
+        storage = t.untyped_storage()
+        saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    return pack
+
+
+def _saved_activation_mb(step, saved: dict[int, int]) -> float:  # type: ignore[no-untyped-def]
+    """Distinct storages autograd saved for backward, less the parameters and buffers (deterministic)."""
+    model = step.model
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    return sum(n for ptr, n in saved.items() if ptr not in own) / 2**20
 
 
 def _child_step(source: str, name: str, batch: int, size: int, threads: int, channels_last: bool) -> dict:
@@ -67,9 +92,15 @@ def _child_step(source: str, name: str, batch: int, size: int, threads: int, cha
         method = "VmHWM after clear_refs"
     except OSError:
         method = "ru_maxrss"
-    step()
+    saved: dict[int, int] = {}
+    step(saved)
     peak = _status_kb("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_step_mb": (peak - before) / 1024, "rss_before_mb": before / 1024, "method": method}
+    return {
+        "peak_step_mb": (peak - before) / 1024,
+        "saved_activations_mb": _saved_activation_mb(step, saved),
+        "rss_before_mb": before / 1024,
+        "method": method,
+    }
 
 
 def training_step_peak(
@@ -94,7 +125,13 @@ def cuda_step_peak(source: str, name: str, batch: int, size: int, channels_last:
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
-    step()
+    saved: dict[int, int] = {}
+    step(saved)
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - before
-    return {"peak_step_mb": peak / 2**20, "rss_before_mb": before / 2**20, "method": "torch.cuda.max_memory_allocated"}
+    return {
+        "peak_step_mb": peak / 2**20,
+        "saved_activations_mb": _saved_activation_mb(step, saved),
+        "rss_before_mb": before / 2**20,
+        "method": "torch.cuda.max_memory_allocated",
+    }
