@@ -14,11 +14,11 @@ mkdir -p "$out"
 (nvidia-smi || true) > "$out/nvidia-smi.txt" 2>&1
 start=$(date +%s)
 status=0
-ZOO_REQUIRE_CUDA=1 timeout 240 "$py" -m pytest -q -p no:cacheprovider -rs tests/layers/test_blur_cuda.py \
+ZOO_REQUIRE_CUDA=1 timeout 200 "$py" -m pytest -q -p no:cacheprovider -rs tests/layers/test_blur_cuda.py \
   2>&1 | tee "$out/cuda_tests.txt" || status=$?
 echo "CUDA tests: exit ${status}, $(( $(date +%s) - start )) s" | tee -a "$out/cuda_tests.txt"
-timeout 330 "$py" scripts/benchmark.py --device cuda --precision fp32 bf16 --batch-sizes 32 64 \
-  --train-batch-sizes 32 64 --image-size 224 --repeats 10 --layer-repeats 20 --threads 8 --out "$out/bench" \
+timeout 260 "$py" scripts/benchmark.py --device cuda --precision fp32 bf16 --batch-sizes 32 64 \
+  --train-batch-sizes 32 64 --image-size 224 --repeats 8 --layer-repeats 15 --threads 8 --out "$out/bench" \
   2>&1 | tail -n 200 > "$out/bench_log.txt" || status=$?
 echo "total $(( $(date +%s) - start )) s, exit ${status}; tables in $out/bench/benchmark.md" | tee -a "$out/cuda_tests.txt"
 exit "$status"

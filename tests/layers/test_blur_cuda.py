@@ -18,18 +18,20 @@ pytestmark = pytest.mark.skipif(
 
 TOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}  # relative to max |reference|
 DTYPES = list(TOL)
-CASES = [(m, p) for m in ("fast", "reference") for p in PAD_MODES] + [("compiled", "reflect"), ("compiled", "zero")]
+# compiled: one pad mode and two layers (each shape/dtype/layout compiles a kernel: keeps the run short)
+CASES = [(m, p) for m in ("fast", "reference") for p in PAD_MODES] + [("compiled", "reflect")]
 
 
 def _layers(impl: str, pad_mode: str) -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
-    return {
+    layers = {
         "blur": BlurPool2d(8, 4, 2, pad_mode, impl=impl),
-        "blur_k5_s21": BlurPool2d(8, 5, (2, 1), pad_mode, impl=impl),
         "maxblur": MaxBlurPool2d(8, 2, 2, 0, 4, pad_mode, impl=impl),
+        "blur_k5_s21": BlurPool2d(8, 5, (2, 1), pad_mode, impl=impl),
         "maxblur_k3": MaxBlurPool2d(8, 3, 2, 1, 3, pad_mode, impl=impl),
         "blurconv": BlurConv2d(8, 6, 1, 2, filter_size=4, pad_mode=pad_mode, impl=impl),
     }
+    return dict(list(layers.items())[:2]) if impl == "compiled" else layers
 
 
 def _close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str) -> None:
@@ -45,7 +47,7 @@ def test_blur_modes_on_cuda(impl: str, pad_mode: str, dtype: torch.dtype, channe
     x64 = torch.randn(2, 8, 23, 18, dtype=torch.float64)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     refs = _layers("reference", pad_mode)
-    for name, layer in _layers(impl, pad_mode).items():
+    for name, layer in _layers(impl, pad_mode).items():  # the same seed: equal BlurConv2d weights
         layer.load_state_dict(refs[name].state_dict())
         ref = refs[name].double()
         xr = x64.clone().requires_grad_()

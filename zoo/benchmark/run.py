@@ -27,7 +27,7 @@ class BenchConfig:
     image_size: int = 224
     threads: int = 2
     repeats: int = 5
-    layer_repeats: int = 15
+    layer_repeats: int = 11
     channels_last: list[bool] = field(default_factory=lambda: [False, True])
     precisions: list[str] = field(default_factory=lambda: ["fp32"])
     device: str = "cpu"

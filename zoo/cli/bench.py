@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("bench_results"), help="output directory")
     parser.add_argument("--archs", nargs="+", help="model groups (default: resnet18 resnet50)")
     parser.add_argument("--repeats", type=int, help="interleaved model repeats (default 5)")
-    parser.add_argument("--layer-repeats", type=int, help="interleaved layer repeats (default 15)")
+    parser.add_argument("--layer-repeats", type=int, help="interleaved layer repeats (default 11)")
     parser.add_argument("--threads", type=int, help="torch threads (default 2)")
     parser.add_argument("--image-size", type=int, help="input size in px (default 224)")
     parser.add_argument("--no-memory", action="store_true", help="skip the training-step memory section")
