@@ -43,44 +43,75 @@ def test_copy_floor_factor() -> None:
 def _fake_result() -> dict:
     res = {s: {"median_ms": 10.0 * r, "ratio": r} for s, r in
            [("torchvision", 1.0), ("zoo", 1.3), ("official", 1.7), ("timm", 1.1)]}  # fmt: skip
+    train = {s: {"median_ms": 10.0 * r, "ratio": r} for s, r in
+             [("torchvision", 1.0), ("zoo", 1.5), ("official", 1.4), ("timm", 1.1)]}  # fmt: skip
     names = {"torchvision": "resnet18", "zoo": "resnet18_aa4", "official": "resnet18", "timm": "resnetblur18"}
     layer = {"copy": {"median_ms": 1.0, "x_floor": 1.6, "x_official": 0.1},
              "zoo[fast]": {"median_ms": 5.0, "x_floor": 4.0, "x_official": 0.5},
              "zoo[compiled]": {"median_ms": 2.0, "x_floor": 2.5, "x_official": 0.2},
              "official": {"median_ms": 10.0, "x_floor": 16.0, "x_official": 1.0}}  # fmt: skip
+    train_layer = {"copy": {"median_ms": 1.0, "x_floor": 0.8, "x_official": 0.1},
+                   "zoo[fast]": {"median_ms": 3.0, "x_floor": 2.4, "x_official": 0.7},
+                   "official": {"median_ms": 4.0, "x_floor": 3.2, "x_official": 1.0}}  # fmt: skip
+    model = dict(arch="resnet18", batch=8, channels_last=False, precision="fp32", names=names)
+    layer_row = dict(layer="BlurPool2d(k=4, s=2)", shape=[16, 256, 56, 56], channels_last=False, floor_ms=0.6)
     return {
         "config": BenchConfig().__dict__,
         "env": {"torch": "x", "threads": 2},
-        "models": [dict(arch="resnet18", task="inference", batch=8, channels_last=False, results=res, names=names)],
+        "models": [
+            model | dict(task="inference", results=res),
+            model | dict(task="train", results=train),
+            model | dict(task="train", results=train, precision="bf16"),  # not an issue target: no check
+        ],
         "layers": [
-            dict(
-                layer="BlurPool2d(k=4, s=2)", shape=[16, 256, 56, 56], channels_last=False, floor_ms=0.6, results=layer
-            )
+            layer_row | dict(task="forward", results=layer),
+            layer_row | dict(task="forward+backward", results=train_layer),
         ],
         "memory": [
-            dict(arch="resnet18", source="official", model="resnet18", peak_step_mb=100.0),
-            dict(arch="resnet18", source="zoo", model="resnet18_aa4", peak_step_mb=115.0),
+            dict(arch="resnet18", source="official", model="resnet18", peak_step_mb=100.0, saved_activations_mb=40),
+            dict(arch="resnet18", source="zoo", model="resnet18_aa4", peak_step_mb=85.0, saved_activations_mb=38),
         ],
     }
 
 
 def test_targets_are_checked_against_the_issue() -> None:
     checks = {c["target"]: (round(c["value"], 3), c["ok"]) for c in check_targets(_fake_result())}
-    assert checks["resnet18_aa4 <= 1.4x torchvision (b8, NCHW)"] == (1.3, True)
-    assert checks["BlurPool2d fastest mode <= 3.0x floor (zoo[compiled], NCHW)"] == (2.5, True)
-    assert checks["BlurPool2d eager NCHW no slower than official"] == (0.5, True)
-    assert checks["resnet18_aa4 training peak <= 1.1x official"] == (1.15, False)
+    assert checks == {
+        "resnet18_aa4 inference <= 1.4x torchvision (b8, NCHW)": (1.3, True),
+        "resnet18_aa4 training step <= 1.35x torchvision (b8, NCHW)": (1.5, False),
+        "resnet18_aa4 training step <= 1.05x official (b8, NCHW)": (round(1.5 / 1.4, 3), False),
+        "BlurPool2d forward, fastest mode <= 3.0x floor (zoo[compiled], NCHW)": (2.5, True),
+        "BlurPool2d forward, fast, NCHW no slower than official": (0.5, True),
+        "BlurPool2d forward+backward, fast, NCHW <= 3.0x floor": (2.4, True),
+        "BlurPool2d forward+backward, fast, NCHW no slower than official": (0.7, True),
+        "resnet18_aa4 training peak <= 0.9x official": (0.85, True),
+        "resnet18_aa4 saved activations <= 0.9x official": (0.95, False),
+    }
 
 
 def test_outputs_written(tmp_path) -> None:
     paths = write_outputs(_fake_result(), tmp_path)
     data = json.loads(paths["json"].read_text())
-    assert len(data["targets"]) == 4
+    assert len(data["targets"]) == 9
     md = paths["markdown"].read_text()
-    assert "| resnet18 | inference | 8 | NCHW | 10.0 | 13.0 ms (1.30x)" in md
+    assert "| resnet18 | inference | 8 | fp32 | NCHW | 10.0 | 13.0 ms (1.30x)" in md
+    assert "| resnet18 | train | 8 | bf16 | NCHW | 10.0 | 15.0 ms (1.50x)" in md
+    assert "| BlurPool2d(k=4, s=2) | forward+backward | 16x256x56x56 | NCHW | zoo[fast] | 3.00 | 2.40 | 0.70 |" in md
     assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
-    assert markdown(_fake_result()).count("| no |") == 1
+    assert "| resnet18_aa4 | zoo | 85 | 0.85 | 38 | 0.95 |" in md
+    assert markdown(_fake_result()).count("| no |") == 3
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_out_existing_file_is_one_line_error(tmp_path, capsys) -> None:
+    from zoo.cli import main
+
+    existing = tmp_path / "results.txt"
+    existing.write_text("keep me")
+    assert main(["bench", "--quick", "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"zoo bench: error: --out {existing} is an existing file; give a directory (created if missing)"
+    assert existing.read_text() == "keep me"
 
 
 def test_cli_config_and_validation() -> None:
@@ -91,6 +122,14 @@ def test_cli_config_and_validation() -> None:
                                                                                         False, 112)  # fmt: skip
     cfg = config_from_args(parser.parse_args([]))
     assert (cfg.archs, cfg.batch_sizes, cfg.threads, cfg.image_size) == (["resnet18", "resnet50"], [1, 8], 2, 224)
+    assert (cfg.train_batch_sizes, cfg.precisions, cfg.device) == ([8], ["fp32"], "cpu")
+    args = ["--device", "cuda", "--precision", "fp32", "bf16", "--batch-sizes", "32", "64", "--train-batch-sizes", "32"]
+    cfg = config_from_args(parser.parse_args(args))
+    assert (cfg.device, cfg.precisions, cfg.batch_sizes, cfg.train_batch) == ("cuda", ["fp32", "bf16"], [32, 64], 32)
+    with pytest.raises(ValueError, match=r"unknown precisions \['fp8'\]; valid: fp32, bf16"):
+        BenchConfig(precisions=["fp8"]).validate()
+    with pytest.raises(ValueError, match="train_batch_sizes must be a non-empty list"):
+        BenchConfig(train_batch_sizes=[]).validate()
     with pytest.raises(ValueError, match=r"unknown archs \['vgg'\]; valid: resnet18, resnet50"):
         BenchConfig(archs=["vgg"]).validate()
     with pytest.raises(ValueError, match="repeats must be >= 1"):

@@ -1,11 +1,14 @@
-"""Peak memory of one training step, each model measured in a fresh subprocess.
+"""Peak memory of one training step, each model measured in a fresh subprocess (CPU) or in process (CUDA).
 
 ``tracemalloc`` does not see torch's CPU allocations, so the child process reads the kernel's
 resident-set high-water mark: it builds the model, runs one warm-up step (allocating optimizer
 state), resets ``VmHWM`` through ``/proc/self/clear_refs``, runs one more step and reports
 ``VmHWM - VmRSS(before the step)``: the extra memory the step needed at its peak (activations
-saved for backward, gradients, workspace). Where ``clear_refs`` is not writable the child falls
-back to ``ru_maxrss`` (then the figure also includes the warm-up step, which peaks the same).
+saved for backward, gradients, workspace). That figure moves with the allocator's caching and a
+busy machine's page reclaim, so the child also reports the deterministic part: the distinct
+storages autograd saved for backward during the step (``saved_tensors_hooks``). Where
+``clear_refs`` is not writable the child falls back to ``ru_maxrss`` (then the figure also
+includes the warm-up step, which peaks the same).
 """
 
 from __future__ import annotations
@@ -29,28 +32,57 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"{field} not found in /proc/self/status")
 
 
+def _step_fn(source: str, name: str, batch: int, size: int, channels_last: bool, device: str = "cpu"):  # type: ignore[no-untyped-def]
+    """One SGD training step of a freshly built model, as a closure."""
+    import torch
+
+    from zoo.benchmark.cases import build_model
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = build_model(source, name).train().to(device=device, memory_format=fmt)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(saved: dict[int, int] | None = None) -> None:
+        opt.zero_grad(set_to_none=True)
+        if saved is None:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        else:
+            with torch.autograd.graph.saved_tensors_hooks(_recorder(saved), lambda t: t):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    step.model = model  # type: ignore[attr-defined]
+    return step
+
+
+def _recorder(saved: dict[int, int]):  # type: ignore[no-untyped-def]
+    def pack(t):  # type: ignore[no-untyped-def]
+        storage = t.untyped_storage()
+        saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    return pack
+
+
+def _saved_activation_mb(step, saved: dict[int, int]) -> float:  # type: ignore[no-untyped-def]
+    """Distinct storages autograd saved for backward, less the parameters and buffers (deterministic)."""
+    model = step.model
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    return sum(n for ptr, n in saved.items() if ptr not in own) / 2**20
+
+
 def _child_step(source: str, name: str, batch: int, size: int, threads: int, channels_last: bool) -> dict:
     import gc
     import resource
 
     import torch
 
-    from zoo.benchmark.cases import build_model
-
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = build_model(source, name).train()
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
-    y = torch.randint(0, 1000, (batch,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
+    step = _step_fn(source, name, batch, size, channels_last)
     step()
     gc.collect()
     before = _status_kb("VmRSS")
@@ -60,9 +92,15 @@ def _child_step(source: str, name: str, batch: int, size: int, threads: int, cha
         method = "VmHWM after clear_refs"
     except OSError:
         method = "ru_maxrss"
-    step()
+    saved: dict[int, int] = {}
+    step(saved)
     peak = _status_kb("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_step_mb": (peak - before) / 1024, "rss_before_mb": before / 1024, "method": method}
+    return {
+        "peak_step_mb": (peak - before) / 1024,
+        "saved_activations_mb": _saved_activation_mb(step, saved),
+        "rss_before_mb": before / 1024,
+        "method": method,
+    }
 
 
 def training_step_peak(
@@ -76,3 +114,24 @@ def training_step_peak(
     if proc.returncode != 0:
         raise RuntimeError(f"memory child for {source}:{name} failed: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def cuda_step_peak(source: str, name: str, batch: int, size: int, channels_last: bool = False) -> dict:
+    """Extra CUDA memory one training step allocates at its peak (after a warm-up step), in process."""
+    import torch
+
+    step = _step_fn(source, name, batch, size, channels_last, device="cuda")
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    saved: dict[int, int] = {}
+    step(saved)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    return {
+        "peak_step_mb": peak / 2**20,
+        "saved_activations_mb": _saved_activation_mb(step, saved),
+        "rss_before_mb": before / 2**20,
+        "method": "torch.cuda.max_memory_allocated",
+    }

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
 from zoo.benchmark.cases import MODEL_GROUPS, build_group, layer_cases
-from zoo.benchmark.memory import training_step_peak
+from zoo.benchmark.memory import cuda_step_peak, training_step_peak
 from zoo.benchmark.timing import paired_summary, time_interleaved
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")  # bf16 = torch.autocast(dtype=torch.bfloat16)
 
 
 @dataclass
@@ -20,12 +23,14 @@ class BenchConfig:
 
     archs: list[str] = field(default_factory=lambda: list(MODEL_GROUPS))
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
-    train_batch: int = 8
+    train_batch_sizes: list[int] = field(default_factory=lambda: [8])
     image_size: int = 224
     threads: int = 2
     repeats: int = 5
-    layer_repeats: int = 15
+    layer_repeats: int = 11
     channels_last: list[bool] = field(default_factory=lambda: [False, True])
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    device: str = "cpu"
     memory: bool = True
     layers: bool = True
     models: bool = True
@@ -36,42 +41,66 @@ class BenchConfig:
         return cls(
             archs=["resnet18"],
             batch_sizes=[1],
-            train_batch=2,
+            train_batch_sizes=[2],
             image_size=112,
             repeats=3,
             layer_repeats=5,
             quick_layers=True,
         )
 
+    @property
+    def train_batch(self) -> int:
+        """The batch of the memory section (the first training batch)."""
+        return self.train_batch_sizes[0]
+
     def validate(self) -> None:
         unknown = [a for a in self.archs if a not in MODEL_GROUPS]
         if unknown:
             raise ValueError(f"unknown archs {unknown}; valid: {', '.join(MODEL_GROUPS)}")
-        for name in ("train_batch", "image_size", "threads", "repeats", "layer_repeats"):
+        for name in ("image_size", "threads", "repeats", "layer_repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise ValueError(f"batch_sizes must be a non-empty list of ints >= 1, got {self.batch_sizes}")
+        for name in ("batch_sizes", "train_batch_sizes"):
+            values = getattr(self, name)
+            if not values or min(values) < 1:
+                raise ValueError(f"{name} must be a non-empty list of ints >= 1, got {values}")
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad or not self.precisions:
+            raise ValueError(f"unknown precisions {bad}; valid: {', '.join(PRECISIONS)}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
 
 
 def _fmt(cl: bool) -> torch.memory_format:
     return torch.channels_last if cl else torch.contiguous_format
 
 
-def _infer_fn(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+@contextlib.contextmanager
+def _precision(device: str, precision: str) -> Iterator[None]:
+    if precision == "fp32":
+        yield
+        return
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        yield
+
+
+def _infer_fn(model: nn.Module, x: torch.Tensor, device: str, precision: str) -> Callable[[], object]:
     def run() -> object:
-        with torch.inference_mode():
+        with torch.inference_mode(), _precision(device, precision):
             return model(x)
 
     return run
 
 
-def _train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
+def _train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str, precision: str) -> Callable[[], object]:
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
 
     def run() -> object:
         opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
+        with _precision(device, precision):
+            loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
         return loss
@@ -79,60 +108,38 @@ def _train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[]
     return run
 
 
+def _sync(device: str) -> Callable[[], None] | None:
+    return torch.cuda.synchronize if device == "cuda" else None
+
+
 def bench_models(cfg: BenchConfig) -> list[dict]:
     rows = []
+    dev = cfg.device
     for arch in cfg.archs:
-        models = build_group(arch)
-        x0 = torch.randn(1, 3, cfg.image_size, cfg.image_size)
+        models = {src: m.to(dev) for src, m in build_group(arch).items()}
+        x0 = torch.randn(1, 3, cfg.image_size, cfg.image_size, device=dev)
         with torch.inference_mode():
             same = (models["zoo"].eval()(x0) - models["official"].eval()(x0)).abs().max().item()
         for cl in cfg.channels_last:
             for m in models.values():
                 m.to(memory_format=_fmt(cl))
-            tasks = [("inference", b) for b in cfg.batch_sizes] + [("train", cfg.train_batch)]
-            for task, batch in tasks:
-                x = torch.randn(batch, 3, cfg.image_size, cfg.image_size).contiguous(memory_format=_fmt(cl))
-                if task == "inference":
-                    fns = {src: _infer_fn(m.eval(), x) for src, m in models.items()}
-                else:
-                    y = torch.randint(0, 1000, (batch,))
-                    fns = {src: _train_fn(m.train(), x, y) for src, m in models.items()}
-                desc = f"{arch} {task} b{batch}{' CL' if cl else ''}"
-                times = time_interleaved(fns, cfg.repeats, warmup=1, desc=desc)
-                summary = paired_summary(times, "torchvision")
-                rows.append(
-                    dict(arch=arch, task=task, batch=batch, channels_last=cl, zoo_vs_official_max_abs_diff=same)
-                    | {"results": summary, "names": MODEL_GROUPS[arch]}
-                )
-    return rows
-
-
-def bench_layers(cfg: BenchConfig) -> list[dict]:
-    rows = []
-    for case in layer_cases(cfg.quick_layers):
-        for cl in cfg.channels_last:
-            x = torch.randn(case.shape).contiguous(memory_format=_fmt(cl))
-            buf = torch.empty_like(x)
-            layers = {name: build(case.shape[1]) for name, build in case.candidates.items()}
-            fns: dict[str, Callable[[], object]] = {"copy": lambda buf=buf, x=x: buf.copy_(x)}
-            for name, layer in layers.items():
-                fns[name] = lambda layer=layer, x=x: _no_grad_call(layer, x)
-            times = time_interleaved(fns, cfg.layer_repeats, warmup=1, desc=f"{case.name}{' CL' if cl else ''}")
-            vs_copy = paired_summary(times, "copy")
-            vs_official = paired_summary(times, "official")
-            results = {
-                name: {
-                    "median_ms": vs_copy[name]["median_ms"],
-                    "x_floor": vs_copy[name]["ratio"] / case.floor_factor,
-                    "x_official": vs_official[name]["ratio"],
-                }
-                for name in times
-            }
-            floor_ms = vs_copy["copy"]["median_ms"] * case.floor_factor
-            rows.append(
-                dict(layer=case.name, shape=list(case.shape), channels_last=cl, floor_ms=floor_ms)
-                | {"results": results}
-            )
+            tasks = [("inference", b) for b in cfg.batch_sizes] + [("train", b) for b in cfg.train_batch_sizes]
+            for precision in cfg.precisions:
+                for task, batch in tasks:
+                    x = torch.randn(batch, 3, cfg.image_size, cfg.image_size, device=dev)
+                    x = x.contiguous(memory_format=_fmt(cl))
+                    if task == "inference":
+                        fns = {src: _infer_fn(m.eval(), x, dev, precision) for src, m in models.items()}
+                    else:
+                        y = torch.randint(0, 1000, (batch,), device=dev)
+                        fns = {src: _train_fn(m.train(), x, y, dev, precision) for src, m in models.items()}
+                    desc = f"{arch} {task} b{batch} {precision}{' CL' if cl else ''}"
+                    times = time_interleaved(fns, cfg.repeats, warmup=1, desc=desc, sync=_sync(dev))
+                    summary = paired_summary(times, "torchvision")
+                    rows.append(
+                        dict(arch=arch, task=task, batch=batch, channels_last=cl, precision=precision)
+                        | {"zoo_vs_official_max_abs_diff": same, "results": summary, "names": MODEL_GROUPS[arch]}
+                    )
     return rows
 
 
@@ -141,11 +148,61 @@ def _no_grad_call(layer: nn.Module, x: torch.Tensor) -> object:
         return layer(x)
 
 
+def _fwd_bwd_call(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> object:
+    x.grad = None
+    out = layer(x)
+    out.backward(grad)
+    return x.grad
+
+
+def bench_layers(cfg: BenchConfig) -> list[dict]:
+    """Every layer case in both directions: ``forward`` (no grad) and ``forward+backward``."""
+    rows = []
+    dev = cfg.device
+    for case in layer_cases(cfg.quick_layers):
+        for cl in cfg.channels_last:
+            x = torch.randn(case.shape, device=dev).contiguous(memory_format=_fmt(cl))
+            buf = torch.empty_like(x)
+            layers = {name: build(case.shape[1]).to(dev) for name, build in case.candidates.items()}
+            for task in ("forward", "forward+backward"):
+                fns: dict[str, Callable[[], object]] = {"copy": lambda buf=buf, x=x: buf.copy_(x)}
+                if task == "forward":
+                    for name, layer in layers.items():
+                        fns[name] = lambda layer=layer, x=x: _no_grad_call(layer, x)
+                else:
+                    xg = x.detach().clone().requires_grad_()
+                    for name, layer in layers.items():
+                        with torch.no_grad():  # per layer: timm's symmetric padding gives another shape
+                            grad = torch.randn_like(layer(x))
+                        fns[name] = lambda layer=layer, xg=xg, grad=grad: _fwd_bwd_call(layer, xg, grad)
+                desc = f"{case.name} {task}{' CL' if cl else ''}"
+                times = time_interleaved(fns, cfg.layer_repeats, warmup=1, desc=desc, sync=_sync(dev))
+                factor = case.floor_factor * (2 if task == "forward+backward" else 1)
+                vs_copy = paired_summary(times, "copy")
+                vs_official = paired_summary(times, "official")
+                results = {
+                    name: {
+                        "median_ms": vs_copy[name]["median_ms"],
+                        "x_floor": vs_copy[name]["ratio"] / factor,
+                        "x_official": vs_official[name]["ratio"],
+                    }
+                    for name in times
+                }
+                rows.append(
+                    dict(layer=case.name, task=task, shape=list(case.shape), channels_last=cl)
+                    | {"floor_ms": vs_copy["copy"]["median_ms"] * factor, "results": results}
+                )
+    return rows
+
+
 def bench_memory(cfg: BenchConfig) -> list[dict]:
     rows = []
     for arch in cfg.archs:
         for src, name in MODEL_GROUPS[arch].items():
-            res = training_step_peak(src, name, cfg.train_batch, cfg.image_size, cfg.threads)
+            if cfg.device == "cuda":
+                res = cuda_step_peak(src, name, cfg.train_batch, cfg.image_size)
+            else:
+                res = training_step_peak(src, name, cfg.train_batch, cfg.image_size, cfg.threads)
             rows.append(dict(arch=arch, source=src, model=name) | res)
     return rows
 
@@ -163,6 +220,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
             "machine": platform.machine(),
             "processor": platform.processor(),
             "threads": torch.get_num_threads(),
+            "device": cfg.device if cfg.device == "cpu" else torch.cuda.get_device_name(),
             "dtype": "float32",
         },
     }

@@ -10,9 +10,17 @@ from tqdm import tqdm
 
 
 def time_interleaved(
-    fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1, desc: str = ""
+    fns: Mapping[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    desc: str = "",
+    sync: Callable[[], None] | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds per call of each function, ``repeats`` rounds after ``warmup`` untimed rounds."""
+    """Seconds per call of each function, ``repeats`` rounds after ``warmup`` untimed rounds.
+
+    ``sync`` (e.g. ``torch.cuda.synchronize``) is called before starting and stopping each clock.
+    """
+    sync = sync or (lambda: None)
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     names = list(fns)
@@ -23,8 +31,10 @@ def time_interleaved(
     for r in tqdm(range(repeats), desc=desc or "timing", leave=False):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
+            sync()
             start = time.perf_counter()
             fns[name]()
+            sync()
             times[name].append(time.perf_counter() - start)
     return times
 

@@ -13,8 +13,10 @@ maps (e.g. 2x2 or 1x1 at the end of a network on a 32 px input) from crashing.
 Implementations (``BLUR_MODES``), all with the reference outputs up to float rounding (<= 1e-6):
 
 * ``"fast"`` (default): CPU float32/float64 use two banded GEMMs with the padding folded in
-  (see :mod:`zoo.layers.blur_fast`) and a dense max from shifted slices; other devices and
-  dtypes use the reference ops (cuDNN's depthwise convolution is the fast GPU path).
+  (see :mod:`zoo.layers.blur_fast`; in training a custom autograd function whose backward is the
+  transposed banded product) and a dense max from shifted slices (``max_pool2d`` when autograd
+  records); other devices and dtypes use the reference ops (cuDNN's depthwise convolution is the
+  fast GPU path).
 * ``"reference"``: pad, depthwise ``conv2d``, ``max_pool2d``: the straightforward implementation.
 * ``"compiled"``: the separable blur compiled by ``torch.compile`` into one fused loop (needs a
   C++ compiler on CPU; compiles once per input shape).
@@ -123,11 +125,16 @@ def normalize_pad_mode(pad_mode: str) -> str:
 
 
 def binomial_filter(filter_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Normalised 2-D binomial filter of shape ``(k, k)``: ``outer(a, a) / sum`` with ``a = C(k-1, i)``."""
+    """Normalised 2-D binomial filter of shape ``(k, k)``: ``outer(a, a)`` with ``a_i = C(k-1, i) / 2^(k-1)``.
+
+    Each 1-D tap is one correctly rounded division of exact integers, so the filter stays finite for
+    any ``k`` (the tails of very large filters underflow to 0); for small ``k`` the taps are dyadic
+    and the filter is exact.
+    """
     k = check_filter_size(filter_size)
-    row = torch.tensor([math.comb(k - 1, i) for i in range(k)], dtype=torch.float64)
-    filt = torch.outer(row, row)
-    return (filt / filt.sum()).to(dtype)
+    total = 2 ** (k - 1)
+    row = torch.tensor([math.comb(k - 1, i) / total for i in range(k)], dtype=torch.float64)
+    return torch.outer(row, row).to(dtype)
 
 
 def blur_padding(filter_size: int) -> tuple[int, int, int, int]:
@@ -141,20 +148,36 @@ def _use_fast_kernels(x: Tensor) -> bool:
     return x.device.type == "cpu" and (x.dtype == torch.float32 or x.dtype == torch.float64) and x.dim() == 4
 
 
+def _static_chw(x: Tensor) -> tuple[int, int, int]:
+    """``(C, H, W)`` of ``x`` as ints, also under ``torch.jit.trace`` and the legacy ONNX exporter.
+
+    There sizes can be traced 0-dim tensors; the blur depends on them (bands, padding fallback,
+    group count), so the traced graph is specialised to the traced C, H, W (the batch stays free).
+    """
+    c, h, w = x.shape[-3], x.shape[-2], x.shape[-1]
+    if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only a bare is_scripting() branch)
+        if torch.jit.is_tracing():
+            c, h, w = blur_fast.static_int(c), blur_fast.static_int(h), blur_fast.static_int(w)
+    return c, h, w
+
+
 def blur_reference(
     x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[int, int, int, int], pad_mode: str
 ) -> Tensor:
     """The straightforward implementation: pad, then depthwise ``conv2d`` with ``filt`` at ``stride``."""
     sh, sw = stride
-    if filt.shape[-1] == 1:
+    if pads == (0, 0, 0, 0):  # filter size 1 (the pads, static ints, encode k: lo + hi = k - 1)
         return x[:, :, ::sh, ::sw]
-    mode = blur_fast.resolve_pad_mode(pad_mode, pads, x.shape[-2], x.shape[-1])
+    channels, h, w = _static_chw(x)
+    mode = blur_fast.resolve_pad_mode(pad_mode, pads, h, w)
     if mode == "zero":
         x = F.pad(x, pads, mode="constant", value=0.0)
     else:
         x = F.pad(x, pads, mode=mode)
-    channels = x.shape[1]
-    weight = filt.to(dtype=x.dtype).expand(channels, 1, filt.shape[-2], filt.shape[-1])
+    weight = filt.to(dtype=x.dtype).expand(channels, 1, pads[2] + pads[3] + 1, pads[0] + pads[1] + 1)
+    if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only a bare is_scripting() branch)
+        if torch.jit.is_tracing():  # a constant weight: the legacy ONNX exporter then knows the conv's shape
+            weight = blur_fast.traced_constant(weight)
     return F.conv2d(x, weight, stride=stride, groups=channels)
 
 
@@ -184,9 +207,10 @@ def blur_downsample(
     ``impl`` is one of ``BLUR_MODES``; every implementation gives the reference outputs. A leaf for
     ``torch.fx`` tracing: the small-map fallback below branches on the input shape.
     """
-    if impl == "reference" or filt.shape[-1] == 1:
+    if impl == "reference" or pads == (0, 0, 0, 0):
         return blur_reference(x, filt, stride, pads, pad_mode)
-    mode = blur_fast.resolve_pad_mode(pad_mode, pads, x.shape[-2], x.shape[-1])
+    _, h, w = _static_chw(x)
+    mode = blur_fast.resolve_pad_mode(pad_mode, pads, h, w)
     if not torch.jit.is_scripting():
         if torch.compiler.is_compiling():  # inside torch.compile(model): trace the fusable form
             return blur_fast.blur_slices(x, filt, stride, pads, mode)
@@ -199,8 +223,14 @@ def blur_downsample(
 
 @torch.fx.wrap
 def dense_max_pool(x: Tensor, kernel_size: int, padding: int, impl: str = "fast") -> Tensor:
-    """``max_pool2d(x, kernel_size, stride=1, padding)``; shifted-slice maxima unless ``impl="reference"``."""
-    if impl == "reference" or not _use_fast_kernels(x):
+    """``max_pool2d(x, kernel_size, stride=1, padding)``.
+
+    Shifted-slice maxima (5-10x faster) when no gradient is recorded; ``F.max_pool2d`` itself when
+    eager autograd records (its backward is one scatter from the saved argmax indices, where the
+    backward of chained ``torch.maximum`` replays one saved mask per tap) or ``impl="reference"``.
+    Traced graphs always take the slices.
+    """
+    if impl == "reference" or not _use_fast_kernels(x) or blur_fast.records_autograd(x):
         return F.max_pool2d(x, kernel_size, stride=1, padding=padding)
     return blur_fast.dense_max(x, kernel_size, padding)
 

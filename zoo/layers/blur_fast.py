@@ -5,12 +5,17 @@
   folded in (reflected/replicated/wrapped taps are summed into the right rows, zero-padded taps
   dropped). The 2-D layer is two GEMMs, ``B_h^T @ x @ B_w``: no padded copy, only the needed output
   rows and columns, and BLAS-speed on CPU. Channels-last inputs use the NHWC view directly (still
-  two GEMMs, output stays channels-last). One caveat of the dense band: an ``inf``/``nan`` input
+  two GEMMs, output stays channels-last). The blur is linear, so in training a custom autograd
+  function runs the transposed product ``B_h @ dy @ B_w^T`` as its backward (same layout rules) and
+  saves only the two cached bands, no activation. Traced graphs (``torch.jit.trace``, the legacy
+  ONNX exporter) take the bands as constants and use plain ops. One caveat of the dense band: an ``inf``/``nan`` input
   spreads along its whole row/column (``0 * inf``); finite inputs are exact up to rounding.
 * ``blur_slices``: pad + separable sum of strided slices; what ``torch.compile`` fuses into a loop.
 * ``dense_max``: stride-1 max-pool as separable ``torch.maximum`` of shifted slices, 5-10x faster
-  than ``max_pool2d(k, stride=1)`` on CPU. Same values; on exact ties the gradient is shared
-  between the tied inputs instead of going to one of them (both are valid subgradients).
+  than ``max_pool2d(k, stride=1)`` on CPU, used where no gradient is recorded (eager training uses
+  ``max_pool2d``, whose backward is one scatter). Same values; differentiated through
+  ``torch.compile``, exact ties share the gradient instead of giving it to one input (both are
+  valid subgradients).
 """
 
 from __future__ import annotations
@@ -25,12 +30,17 @@ from torch import Tensor
 
 __all__ = [
     "band_matrix",
+    "banded_product",
     "blur_matmul",
     "blur_slices",
     "dense_max",
     "max_blur_slices",
     "recompile_limit",
+    "records_autograd",
     "resolve_pad_mode",
+    "static_int",
+    "traced_constant",
+    "untraced",
 ]
 
 
@@ -75,27 +85,66 @@ def _cached_band(
         return _build_band(n, taps_t, stride, lo, hi, mode).to(dtype=dtype, device=device)
 
 
+@contextlib.contextmanager
+def untraced() -> Iterator[None]:
+    """Suspend ``torch.jit.trace`` recording (also the legacy ONNX exporter's tracer) in this block.
+
+    What is computed inside becomes a constant of the traced graph instead of a chain of ops.
+    """
+    state = torch._C._get_tracing_state()
+    if state is None:
+        yield
+        return
+    torch._C._set_tracing_state(None)
+    try:
+        yield
+    finally:
+        torch._C._set_tracing_state(state)
+
+
+def traced_constant(t: Tensor) -> Tensor:
+    """A copy of ``t`` that a trace records as a constant (not as the ops that computed it)."""
+    with untraced():
+        return t.detach().clone()
+
+
+def static_int(size: int | Tensor) -> int:
+    """A size as a Python int; while tracing, sizes can be traced 0-dim tensors and the graph is specialised."""
+    if isinstance(size, int):
+        return size
+    with untraced():
+        return int(size)
+
+
+def _eager_band(
+    n: int | Tensor, taps: Tensor, stride: int, lo: int, hi: int, mode: str, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    with untraced():  # a constant of a traced graph (never rebuilt in-graph by index_put_)
+        return _cached_band(static_int(n), tuple(taps.tolist()), stride, lo, hi, mode, dtype, str(device))
+
+
 def band_matrix(
     n: int, taps: Tensor, stride: int, lo: int, hi: int, mode: str, dtype: torch.dtype, device: torch.device
 ) -> Tensor:
-    """Banded matrix of one blur axis (cached in eager mode, built on the fly under TorchScript)."""
+    """Banded matrix of one blur axis (cached in eager mode and while tracing, built on the fly in TorchScript)."""
     if torch.jit.is_scripting():
         return _build_band(n, taps.to(torch.float64), stride, lo, hi, mode).to(dtype=dtype, device=device)
-    return _cached_band(n, tuple(taps.tolist()), stride, lo, hi, mode, dtype, str(device))
+    return _eager_band(n, taps, stride, lo, hi, mode, dtype, device)
 
 
 def _taps(filt: Tensor) -> tuple[Tensor, Tensor]:
     """1-D taps of a separable, normalised ``1x1xkxk`` filter (exact for binomial filters)."""
-    f2 = filt.reshape(filt.shape[-2], filt.shape[-1]).to(torch.float64)
+    f2 = filt[0, 0].to(torch.float64)
     return f2.sum(1), f2.sum(0)
 
 
-def blur_matmul(x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[int, int, int, int], mode: str) -> Tensor:
-    """Blur + subsample as ``B_h^T @ x @ B_w`` (padding folded into the bands); ``mode`` is resolved."""
-    taps_h, taps_w = _taps(filt)
+def banded_product(x: Tensor, band_h: Tensor, band_w: Tensor) -> Tensor:
+    """``band_h^T @ x @ band_w`` over the last two axes of an NCHW tensor, in its own memory layout.
+
+    Channels-last inputs use the NHWC view (two GEMMs, output stays channels-last); anything else
+    the NCHW form. With ``band_h.t(), band_w.t()`` this is the transposed product (the backward).
+    """
     n, c, h, w = x.shape
-    band_h = band_matrix(h, taps_h, stride[0], pads[2], pads[3], mode, x.dtype, x.device)
-    band_w = band_matrix(w, taps_w, stride[1], pads[0], pads[1], mode, x.dtype, x.device)
     ho, wo = band_h.shape[1], band_w.shape[1]
     if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
         return torch.matmul(band_h.t(), x) @ band_w
@@ -103,6 +152,42 @@ def blur_matmul(x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[in
     y = torch.matmul(band_w.t(), nhwc.reshape(n * h, w, c))  # (N*H, Wo, C)
     y = torch.matmul(band_h.t(), y.reshape(n, h, wo * c))  # (N, Ho, Wo*C)
     return y.reshape(n, ho, wo, c).permute(0, 3, 1, 2)
+
+
+class _BandedBlur(torch.autograd.Function):
+    """The blur is linear: its backward is the transposed banded product and saves no activation."""
+
+    @staticmethod
+    def forward(x: Tensor, band_h: Tensor, band_w: Tensor) -> Tensor:
+        return banded_product(x, band_h, band_w)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+        ctx.save_for_backward(inputs[1], inputs[2])  # the cached constant bands, not the input
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[no-untyped-def]
+        band_h, band_w = ctx.saved_tensors
+        return banded_product(grad, band_h.t(), band_w.t()), None, None
+
+
+def records_autograd(x: Tensor) -> bool:
+    """Whether eager autograd records an op on ``x`` (never while tracing: traced graphs take one fixed path)."""
+    if torch.jit.is_scripting():
+        return x.requires_grad and torch.is_grad_enabled()
+    return x.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing()
+
+
+def blur_matmul(x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[int, int, int, int], mode: str) -> Tensor:
+    """Blur + subsample as ``B_h^T @ x @ B_w`` (padding folded into the bands); ``mode`` is resolved."""
+    taps_h, taps_w = _taps(filt)
+    h, w = x.shape[-2], x.shape[-1]
+    band_h = band_matrix(h, taps_h, stride[0], pads[2], pads[3], mode, x.dtype, x.device)
+    band_w = band_matrix(w, taps_w, stride[1], pads[0], pads[1], mode, x.dtype, x.device)
+    if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only a bare is_scripting() branch)
+        if records_autograd(x):
+            return _BandedBlur.apply(x, band_h, band_w)
+    return banded_product(x, band_h, band_w)
 
 
 def blur_slices(x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[int, int, int, int], mode: str) -> Tensor:
