@@ -38,8 +38,9 @@ _LOCK = threading.Lock()
 def corruption_module() -> Any:
     """The ``imagecorruptions`` package, or a one-line error saying how to install it."""
     try:
-        with warnings.catch_warnings():  # its pkg_resources import warns on every setuptools < 81
+        with warnings.catch_warnings():  # its pkg_resources / scipy.ndimage.interpolation imports warn
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             return importlib.import_module("imagecorruptions")
     except ImportError as err:
         raise RuntimeError(
