@@ -58,6 +58,8 @@ def test_mcnemar_exact_known_values() -> None:
 def test_paired_bootstrap() -> None:
     d = np.linspace(0.1, 0.3, 12)
     out = paired_bootstrap(d, rounds=999)
-    assert out["diff"] == pytest.approx(0.2) and out["ci95"][0] > 0.1 and out["p"] == pytest.approx(2 / 1000)
+    assert out["diff"] == pytest.approx(0.2) and out["ci95"][0] > 0.1
+    assert out["p"] == pytest.approx(2 / 2**12)  # exact sign-flip: only all-plus and all-minus are as extreme
+    assert paired_bootstrap(np.array([-0.5, -0.4]))["p"] == pytest.approx(0.5)  # 2 photos cannot be significant
     assert paired_bootstrap(np.zeros(12))["p"] == 1.0
     assert np.isnan(paired_bootstrap(d, groups=[0] * 12)["p"])  # one cluster: nothing to resample

@@ -140,10 +140,14 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
 def paired_bootstrap(
     diffs: np.ndarray, groups: Sequence[Hashable] | None = None, rounds: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
-    """Percentile bootstrap of the mean of per-image paired differences, resampling clusters.
+    """Mean of per-image paired differences: percentile bootstrap interval resampling clusters, and the
+    p-value of a sign-flip (randomisation) test over clusters.
 
-    p is the two-sided bootstrap p-value ``2 * (min(#(mean* <= 0), #(mean* >= 0)) + 1) / (rounds + 1)``
-    (capped at 1; its smallest value is 2 / (rounds + 1)). Fewer than 2 clusters: NaN interval and p.
+    Under the null hypothesis of no difference each cluster's summed difference is equally likely to
+    have either sign; p = P(|mean under random signs| >= |observed mean|), exact (all 2^G sign patterns)
+    for G <= 12 clusters, else from ``rounds`` random patterns as (k + 1) / (rounds + 1). With G
+    clusters p can be no smaller than 2 / 2^G, so few clusters cannot give a small p-value. Fewer
+    than 2 clusters: NaN interval and p.
     """
     d = np.asarray(diffs, dtype=np.float64)
     keep = ~np.isnan(d)
@@ -151,19 +155,23 @@ def paired_bootstrap(
     ids = cluster_index([g for g, k in zip(groups, keep) if k] if groups is not None else None, len(d))
     mean = float(d.mean()) if len(d) else math.nan
     uniq = np.unique(ids)
+    out: dict[str, Any] = {"diff": mean, "n": len(d), "n_eff": len(uniq)}
     if len(uniq) < 2 or rounds <= 0:
-        return {"diff": mean, "ci95": [math.nan, math.nan], "p": math.nan, "n": len(d), "n_eff": len(uniq)}
+        return {**out, "ci95": [math.nan, math.nan], "p": math.nan}
     sums = np.array([d[ids == g].sum() for g in uniq])
     counts = np.array([(ids == g).sum() for g in uniq], dtype=np.float64)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
     pick = rng.integers(0, len(uniq), size=(rounds, len(uniq)))
     boot = sums[pick].sum(1) / counts[pick].sum(1)
     low, high = np.quantile(boot, [0.025, 0.975])
-    tail = min(int((boot <= 0).sum()), int((boot >= 0).sum()))
-    p = min(1.0, 2.0 * (tail + 1) / (rounds + 1))  # never 0: the resolution of `rounds` draws
-    if np.all(d == 0):
-        p = 1.0
-    return {"diff": mean, "ci95": [float(low), float(high)], "p": p, "n": len(d), "n_eff": len(uniq)}
+    observed = abs(float(sums.sum()))
+    if len(uniq) <= 12:
+        signs = 1 - 2 * ((np.arange(2 ** len(uniq))[:, None] >> np.arange(len(uniq))[None]) & 1)
+        p = float((np.abs(signs @ sums) >= observed - 1e-12).mean())
+    else:
+        signs = rng.choice([-1.0, 1.0], size=(rounds, len(uniq)))
+        p = (int((np.abs(signs @ sums) >= observed - 1e-12).sum()) + 1) / (rounds + 1)
+    return {**out, "ci95": [float(low), float(high)], "p": min(1.0, p)}
 
 
 @contextlib.contextmanager

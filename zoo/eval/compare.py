@@ -3,7 +3,9 @@
 For every pair (A, B) of models, in the order given, and every per-image quantity a metric exposes
 (:attr:`zoo.eval.registry.Metric.paired`): the difference B - A of the means, a 95% paired
 bootstrap interval (resampling clusters of images, i.e. photos) and a p-value: McNemar's exact test
-for binary outcomes (consistency agreement, clean top-1), the paired bootstrap for continuous ones.
+for binary outcomes (consistency agreement, clean top-1), a sign-flip randomisation test over the
+clusters for continuous ones. Differences are in the unit of the per-image values (fractions for
+binary outcomes and flip probabilities, cosine distance for features).
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ def compare_pair(
         test = mcnemar_exact(va > 0.5, vb > 0.5)
         out.update({"p": test["p"], "test": "McNemar exact", "a_only": test["a_only"], "b_only": test["b_only"]})
     else:
-        out.update({"p": boot["p"], "test": "paired cluster bootstrap"})
+        out.update({"p": boot["p"], "test": "sign-flip test over photos"})
+    if out["n_eff"] < 10:
+        out["note"] = f"only {out['n_eff']} independent photos: the interval is rough"
     return out
 
 
