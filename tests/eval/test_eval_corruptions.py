@@ -64,7 +64,9 @@ def test_corruptions_are_seeded_per_image_and_leave_numpy_alone() -> None:
         assert out.shape == image.shape and out.dtype == np.uint8
         assert np.array_equal(out, corrupt(image, name, 2, seed=1, index=7)), name
     assert np.array_equal(np.random.get_state()[1], state[1])  # the global numpy state is restored
-    assert not np.array_equal(corrupt(image, "gaussian_noise", 2, index=7), corrupt(image, "gaussian_noise", 2, index=8))
+    assert not np.array_equal(
+        corrupt(image, "gaussian_noise", 2, index=7), corrupt(image, "gaussian_noise", 2, index=8)
+    )
     with pytest.raises(ValueError, match="unknown corruption"):
         corrupt(image, "rain", 1)
 

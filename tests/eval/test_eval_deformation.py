@@ -58,7 +58,9 @@ def test_filter_smoothness_known_values() -> None:
 def test_pairs_of_one_source_are_not_random_pairs() -> None:
     batches = _batches(4)
     with pytest.raises(ValueError, match="two views of one source"):
-        deformation_sensitivity(circular_net(), batches, strengths=[1.0], layers=["1"], groups={i: "p" for i in range(4)})
+        deformation_sensitivity(
+            circular_net(), batches, strengths=[1.0], layers=["1"], groups={i: "p" for i in range(4)}
+        )
     out = deformation_sensitivity(
         circular_net(), batches, strengths=[1.0], layers=["1"], groups={0: "a", 1: "b", 2: "c", 3: "c"}, bootstrap=50
     )

@@ -109,7 +109,7 @@ def test_an_integer_roll_reference_fails_the_band_limited_check(monkeypatch: pyt
 
 
 def test_headline_is_the_on_grid_mean_and_every_layer_has_on_grid_cells() -> None:
-    heat, v = _off_grid(circular_net(Subsample()))
+    _heat, v = _off_grid(circular_net(Subsample()))
     assert v["mean"] < 1e-9 < v["extension"]["mean_off_grid"]  # Zhang's figure: exact equivariance on the grid
     import zoo
 

@@ -10,7 +10,7 @@ from zoo.eval._stats import mcnemar_exact, mean_ci, paired_bootstrap, proportion
 
 def test_mean_interval_is_student_t_not_z_at_small_n() -> None:
     values = np.arange(8.0)  # mean 3.5, sd 2.44949; t(7, 0.975) = 2.364624
-    mean, low, high = mean_ci(values)
+    mean, _low, high = mean_ci(values)
     assert mean == pytest.approx(3.5)
     assert high - mean == pytest.approx(2.364624 * 2.44949 / np.sqrt(8), rel=1e-5)  # z would give 1.697
 

@@ -3,8 +3,9 @@
 ``imagecorruptions`` 1.1.2 calls ``skimage.filters.gaussian(..., multichannel=True)``, which
 scikit-image >= 0.19 no longer accepts, and draws its impulse noise from an unseeded generator. While
 a corruption runs, :func:`corrupt` gives the package's module a ``gaussian`` that maps ``multichannel``
-to ``channel_axis``, a numpy that still has ``np.float_`` and an impulse-noise generator seeded from numpy's global state, which it sets
-from ``(seed, image, corruption, severity)``, then restores everything (the global state included).
+to ``channel_axis``, a numpy that still has ``np.float_`` and an impulse-noise generator seeded from
+numpy's global state, which it sets from ``(seed, image, corruption, severity)``, then restores
+everything (the global state included).
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def proportion_ci(
             deff = total  # one cluster: the trials carry the information of one
     n_eff = total / deff
     low, high = wilson_interval(p * n_eff, n_eff)
-    return {"p": p, "ci95": [low, high], "trials": int(round(total)), "n_eff": n_eff, "deff": deff}
+    return {"p": p, "ci95": [low, high], "trials": round(total), "n_eff": n_eff, "deff": deff}
 
 
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:

@@ -60,7 +60,11 @@ def clean_accuracy(
     }
     if not labelled:
         out.update(
-            {"top1": None, "top5": None, "reason": "no labels (the source has none, or its classes are not the model's)"}
+            {
+                "top1": None,
+                "top5": None,
+                "reason": "no labels (the source has none, or its classes are not the model's)",
+            }
         )
         return out
     for k, col in (("top1", 1), ("top5", 2)):

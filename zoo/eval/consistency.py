@@ -234,8 +234,8 @@ def diagonal_shift_curve(
     The reference class is the label when labels are given, else the class predicted at d = 0.
 
     Returns ``{"shifts": [d], "prob": [mean P], "prob_ci95": [[low], [high]] (Student t over images, or
-    over the clusters of ``groups``), "n_eff", "agree": [% of images whose top-1 equals the top-1 at d = 0], "reference": "label" |
-    "first_frame", "n": images}``.
+    over the clusters of ``groups``), "n_eff", "agree": [% of images whose top-1 equals the top-1 at d = 0],
+    "reference": "label" | "first_frame", "n": images}``.
     """
     if not isinstance(max_shift, int) or max_shift < 1:
         raise ValueError(f"max_shift must be an int >= 1, got {max_shift!r}")

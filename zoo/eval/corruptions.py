@@ -41,8 +41,23 @@ __all__ = [
 ALEXNET_ERRORS: dict[str, float] = dict(
     zip(
         COMMON,
-        (0.886428, 0.894468, 0.922640, 0.819880, 0.826268, 0.785948, 0.798360, 0.866816, 0.826572, 0.819324)
-        + (0.564592, 0.853204, 0.646056, 0.717840, 0.606500),
+        (
+            0.886428,
+            0.894468,
+            0.922640,
+            0.819880,
+            0.826268,
+            0.785948,
+            0.798360,
+            0.866816,
+            0.826572,
+            0.819324,
+            0.564592,
+            0.853204,
+            0.646056,
+            0.717840,
+            0.606500,
+        ),
     )
 )
 
@@ -233,7 +248,9 @@ def normalise(by_model: dict[str, dict[str, Any]], reference: str | None) -> Non
         ref_clean = None
     else:
         if ref_name not in by_model:
-            raise ValueError(f"corruptions.reference {ref_name!r} is not an evaluated model; valid: {', '.join(by_model)}")
+            raise ValueError(
+                f"corruptions.reference {ref_name!r} is not an evaluated model; valid: {', '.join(by_model)}"
+            )
         ref_err, ref_clean = by_model[ref_name]["errors"], by_model[ref_name]["clean_error"]
     for r in by_model.values():
         ce, rel = {}, {}
@@ -350,11 +367,20 @@ def _plot(results: dict[str, Any], path: Path) -> Path:
 
 def _paired(r: dict[str, Any]) -> dict[str, tuple[str, dict[int, float]]]:
     p = r["per_image"]
-    return {"corruption error (mean over corruptions and severities)": ("continuous", dict(zip(p["index"], p["error"])))}
+    return {
+        "corruption error (mean over corruptions and severities)": ("continuous", dict(zip(p["index"], p["error"])))
+    }
 
 
 register(
     Metric(
-        "corruptions", _run, "classifier", headline=_headline, rows=_rows, plot=_plot, finalize=_finalize, paired=_paired
+        "corruptions",
+        _run,
+        "classifier",
+        headline=_headline,
+        rows=_rows,
+        plot=_plot,
+        finalize=_finalize,
+        paired=_paired,
     )
 )

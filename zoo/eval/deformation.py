@@ -143,9 +143,7 @@ def deformation_sensitivity(
                     other = pending.pop(partner)
                     same = groups is not None and groups.get(index, index) == groups.get(partner, partner)
                     record["den"] = (
-                        "same"
-                        if same
-                        else np.array([float(cosine_distance(feats[n][:1], other[n])) for n in names])
+                        "same" if same else np.array([float(cosine_distance(feats[n][:1], other[n])) for n in names])
                     )
                 else:
                     pending[index] = {n: feats[n][:1].clone() for n in names}

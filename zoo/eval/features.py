@@ -224,6 +224,7 @@ def feature_distance(
         "per_image": per_image,
     }
 
+
 def _num(x: Any) -> float | None:
     x = float(x)
     return None if math.isnan(x) else x

@@ -149,7 +149,9 @@ def flip_rates(
                     rng = image_rng(seed, f"flip/{kind}", index)
                     seq = make_sequence(image.float(), kind, frames, side, rng)
                     logits = run_chunked(model, ((seq - m) / s).to(dev), chunk)
-                    pairs = [(0, t) for t in range(1, frames)] if kind in NOISE else [(t - 1, t) for t in range(1, frames)]
+                    pairs = (
+                        [(0, t) for t in range(1, frames)] if kind in NOISE else [(t - 1, t) for t in range(1, frames)]
+                    )
                     top1 = logits.argmax(1)
                     row[j, 0] = float(np.mean([int(top1[a] != top1[b]) for a, b in pairs]))
                     row[j, 1] = float(np.mean([top5_distance(logits[a], logits[b]) for a, b in pairs]))
@@ -268,4 +270,6 @@ def _paired(r: dict[str, Any]) -> dict[str, tuple[str, dict[int, float]]]:
     return {"flip probability (mean over types)": ("continuous", dict(zip(p["index"], p["fp"])))}
 
 
-register(Metric("flip", _run, "classifier", headline=_headline, rows=_rows, plot=_plot, finalize=_finalize, paired=_paired))
+register(
+    Metric("flip", _run, "classifier", headline=_headline, rows=_rows, plot=_plot, finalize=_finalize, paired=_paired)
+)

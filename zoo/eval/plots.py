@@ -271,7 +271,7 @@ def plot_comparison(comparison: dict[str, dict[str, Any]], path: Path) -> Path:
     """Paired differences B - A with 95% intervals, one row per (pair, quantity)."""
     rows = [(pair, label, v) for pair, items in comparison.items() for label, v in items.items()]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
-    for k, (pair, label, v) in enumerate(rows):
+    for k, (_pair, _label, v) in enumerate(rows):
         lo, hi = v["ci95"]
         ax.plot([lo, hi], [k, k], color="C0")
         ax.plot([v["diff"]], [k], "o", color="C0")

@@ -188,8 +188,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         lines.append("")
     rows = comparison_rows(results.get("comparison", {}))
     if rows:
-        lines += ["## Paired comparison (B vs A)", "", "| B vs A | quantity | A | B | difference B - A | 95% CI | p | test |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        header = "| B vs A | quantity | A | B | difference B - A | 95% CI | p | test |"
+        lines += ["## Paired comparison (B vs A)", "", header, "|---|---|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(
                 f"| {r['comparison']} | {r['quantity']} | {_fmt(r['a'])} | {_fmt(r['b'])} | {_fmt(r['diff'])} | "

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,7 +111,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             given = _get(config, key)
             if given != value and given != _get(defaults, key):
                 name = ".".join(key) if isinstance(key, tuple) else key
-                raise ValueError(f"protocol: official fixes {name}={value}; drop {name}={given!r} or use protocol: seeded")
+                raise ValueError(
+                    f"protocol: official fixes {name}={value}; drop {name}={given!r} or use protocol: seeded"
+                )
             _set(config, key, value)
     for key, low in _INT_KEYS.items():
         _check_int(key, config[key], low)
