@@ -179,3 +179,19 @@ def test_default_embedded_run_separates_the_architectures(tmp_path: Path) -> Non
         < base["deformation"]["layers"]["output"]["sensitivity"][-1]
     )
     assert base["consistency"]["crop"]["n"] == 120
+
+
+def test_official_protocol_through_run_eval_streams_the_data_once_per_pass() -> None:
+    from eval_nets import circular_net
+
+    from zoo.eval.runner import EvalModel, run_eval
+
+    net = circular_net(classes=5)
+    calls: list[tuple[int, ...]] = []
+    net.register_forward_hook(lambda _m, inputs, _o: calls.append(tuple(inputs[0].shape)))
+    over = {"protocol": "official", "metrics": ["consistency"], "limit": 3, "batch_size": 2}
+    over["consistency"] = {"protocols": ["crop"]}
+    res = run_eval([EvalModel("tiny", net)], load_config(overrides=over), progress=False, log=lambda _m: None)
+    crop = res["models"]["tiny"]["consistency"]["crop"]
+    assert crop["procedure"] == "official" and crop["passes"] == 5 and crop["n"] == 3
+    assert calls == [(4, 3, 224, 224), (2, 3, 224, 224)] * 5  # 2 views x (2 + 1 images), 5 passes of 256 px data

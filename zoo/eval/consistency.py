@@ -94,7 +94,8 @@ def shift_consistency(
         seed: seed of the per-image offsets.
         procedure: ``"seeded"`` (offsets per image from ``(seed, index)``) or ``"official"`` (the
             release's ImageNet script: one pair of offsets in [0, max_shift) per *batch*, ``passes``
-            passes over the data; crop protocol only; depends on the batch size, single process).
+            passes over the data; crop protocol only; depends on the batch size, single process;
+            ``batches`` is iterated once per pass when it is re-iterable, e.g. a ``DataLoader``).
         groups: ``{index: cluster}`` (e.g. the photo of each view): the interval and ``n_eff`` count
             clusters, not images.
         device: where to run; default the model's device.
@@ -187,7 +188,8 @@ def _official_consistency(
         raise ValueError(f"passes must be an int >= 1, got {passes!r}")
     if rank_world()[1] > 1:
         raise ValueError("procedure='official' draws offsets per batch and runs in one process; use 'seeded'")
-    batches = list(batches) if not isinstance(batches, list) else batches
+    if iter(batches) is batches:  # a one-shot iterator: keep it for the passes (pass a re-iterable to stream)
+        batches = list(batches)
     dev = model_device(model, device)
     counts: dict[int, list[int]] = {}
     labelled = None

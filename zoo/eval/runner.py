@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,8 +182,10 @@ def load_models(
 def _run_consistency(ctx: Context, model: EvalModel) -> dict[str, Any]:
     cfg, out = ctx.config["consistency"], {}
     for protocol in cfg["protocols"]:
-        batches = ctx.batches(
-            model, ctx.config["resize"], ctx.config["crop"], "consistency", protocol, ctx.use_labels(model)
+        batches: Any = _Restream(
+            lambda p=protocol: ctx.batches(
+                model, ctx.config["resize"], ctx.config["crop"], "consistency", p, ctx.use_labels(model)
+            )
         )
         if protocol == "circular":
             batches = centre(batches, ctx.config["crop"] - cfg["max_shift"])
@@ -200,6 +202,16 @@ def _run_consistency(ctx: Context, model: EvalModel) -> dict[str, Any]:
             device=ctx.device,
         )
     return out
+
+
+class _Restream:
+    """A re-iterable stream: every ``iter()`` starts the data stream again (for multi-pass protocols)."""
+
+    def __init__(self, make: Callable[[], Iterable[Any]]) -> None:
+        self.make = make
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.make())
 
 
 def _run_diagonal(ctx: Context, model: EvalModel) -> dict[str, Any]:
