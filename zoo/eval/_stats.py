@@ -78,7 +78,7 @@ def mean_ci(
             if axis != 0:
                 raise ValueError("groups need axis=0")
             ids = cluster_index(groups, values.shape[0])
-            units = np.stack([np.nanmean(values[ids == g], axis=0) for g in np.unique(ids)]) if len(ids) else values
+            units = _cluster_means(values, ids) if len(ids) else values
         else:
             units = np.moveaxis(values, axis, 0)
         n = np.sum(~np.isnan(units), axis=0)
@@ -86,6 +86,18 @@ def mean_ci(
     t = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1))
     half = np.where(n > 1, t * sd / np.sqrt(np.maximum(n, 1)), np.nan)
     return mean, mean - half, mean + half
+
+
+def _cluster_means(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """NaN-ignoring mean of ``values`` (n, ...) per cluster id 0..G-1 (vectorised)."""
+    flat = values.reshape(len(values), -1)
+    ok = ~np.isnan(flat)
+    sums = np.zeros((ids.max() + 1, flat.shape[1]))
+    counts = np.zeros_like(sums)
+    np.add.at(sums, ids, np.where(ok, flat, 0.0))
+    np.add.at(counts, ids, ok)
+    with quiet_nan():
+        return (sums / counts).reshape(-1, *values.shape[1:])
 
 
 def proportion_ci(
@@ -110,7 +122,7 @@ def proportion_ci(
         ids = cluster_index(groups, len(s))
         g = np.unique(ids)
         if len(g) > 1:
-            res = np.array([(s[ids == k] - p * t[ids == k]).sum() for k in g])
+            res = np.bincount(ids, weights=s - p * t)
             var = len(g) / (len(g) - 1) * float((res**2).sum()) / total**2
             srs = p * (1 - p) / total
             deff = max(1.0, var / srs) if srs > 0 else 1.0
@@ -158,19 +170,28 @@ def paired_bootstrap(
     out: dict[str, Any] = {"diff": mean, "n": len(d), "n_eff": len(uniq)}
     if len(uniq) < 2 or rounds <= 0:
         return {**out, "ci95": [math.nan, math.nan], "p": math.nan}
-    sums = np.array([d[ids == g].sum() for g in uniq])
-    counts = np.array([(ids == g).sum() for g in uniq], dtype=np.float64)
+    sums = np.bincount(ids, weights=d)
+    counts = np.bincount(ids).astype(np.float64)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
-    pick = rng.integers(0, len(uniq), size=(rounds, len(uniq)))
-    boot = sums[pick].sum(1) / counts[pick].sum(1)
+    g = len(uniq)
+    step = max(1, 2_000_000 // g)  # bounded memory for large data sets
+    boot = np.concatenate(
+        [
+            (lambda pick: sums[pick].sum(1) / counts[pick].sum(1))(rng.integers(0, g, size=(min(step, rounds - r), g)))
+            for r in range(0, rounds, step)
+        ]
+    )
     low, high = np.quantile(boot, [0.025, 0.975])
     observed = abs(float(sums.sum()))
-    if len(uniq) <= 12:
-        signs = 1 - 2 * ((np.arange(2 ** len(uniq))[:, None] >> np.arange(len(uniq))[None]) & 1)
+    if g <= 12:
+        signs = 1 - 2 * ((np.arange(2**g)[:, None] >> np.arange(g)[None]) & 1)
         p = float((np.abs(signs @ sums) >= observed - 1e-12).mean())
     else:
-        signs = rng.choice([-1.0, 1.0], size=(rounds, len(uniq)))
-        p = (int((np.abs(signs @ sums) >= observed - 1e-12).sum()) + 1) / (rounds + 1)
+        hits = sum(
+            int((np.abs(rng.choice([-1.0, 1.0], size=(min(step, rounds - r), g)) @ sums) >= observed - 1e-12).sum())
+            for r in range(0, rounds, step)
+        )
+        p = (hits + 1) / (rounds + 1)
     return {**out, "ci95": [float(low), float(high)], "p": min(1.0, p)}
 
 

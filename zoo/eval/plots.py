@@ -69,8 +69,9 @@ def plot_consistency(results: Results, path: Path) -> Path:
     ax.set_ylabel("consistency (%)")
     low = min((r[p]["ci95"][0] for r in results.values() for p in r), default=0.0)
     ax.set_ylim(max(0.0, low - 10), 105)
-    n = next((r[p]["n"] for r in results.values() for p in r), 0)
-    ax.set_title(f"Shift consistency (95% Wilson interval, n={n} images)")
+    first = next((r[p] for r in results.values() for p in r), {})
+    n, n_eff = first.get("n", 0), first.get("n_eff", first.get("n", 0))
+    ax.set_title(f"Shift consistency (95% Wilson interval, n={n} images of {n_eff} photos)", fontsize=10)
     ax.legend(title="protocol")
     return _save(fig, path)
 

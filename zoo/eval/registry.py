@@ -80,8 +80,11 @@ class Context:
         limits = [v for v in limits if v is not None]
         return min(limits) if limits else None
 
-    def groups(self, metric: str | None = None) -> dict[int, Any]:
-        """``{global index: cluster}`` of the images ``metric`` sees (views of one photo share one)."""
+    def groups(self, metric: str | None = None) -> dict[int, Any] | None:
+        """``{global index: cluster}`` of the images ``metric`` sees (views of one photo share one);
+        ``None`` when the source has no clusters (every image independent)."""
+        if getattr(self.source, "group", None) is None:
+            return None
         cfg = self.config
         order = image_order(self.source, shuffle=cfg["shuffle"], seed=cfg["seed"], limit=self.limit(metric))
         return dict(enumerate(position_groups(self.source, order)))

@@ -183,7 +183,7 @@ def shift_sensitivity(
         "p_change": float(prop["p"]),
         "p_change_ci95": prop["ci95"],
         "mac": float(m),
-        "mac_ci95": [max(0.0, float(m_lo)), min(1.0, float(m_hi))],
+        "mac_ci95": [float(np.clip(m_lo, 0.0, 1.0)), float(np.clip(m_hi, 0.0, 1.0))],  # NaN stays NaN
         "n": len(records),
         "n_eff": len(set(clusters or index)),
         "per_image": {"index": index, "p_change": table[:, 0].tolist(), "mac": table[:, 1].tolist()},
