@@ -74,3 +74,31 @@ def test_corruptions_are_seeded_per_image_and_leave_numpy_alone() -> None:
 def test_errors_need_unnormalised_images() -> None:
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         corruption_errors(BrightnessClassifier(), [(_images() - 2, None)], mean=MEAN, std=STD, corruptions=["fog"])
+
+
+def test_reads_the_imagenet_c_folder_layout(tmp_path) -> None:
+    from PIL import Image
+    from torchvision import transforms
+
+    from zoo.eval.corruptions import ALEXNET_ERRORS, imagenet_c_errors
+
+    def write(folder, value: float) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), round(value * 255), dtype=np.uint8)).save(folder / "x.png")
+
+    # BrightnessClassifier(4): class = brightness bin; class folders 0 and 1 (sorted = labels 0 and 1)
+    write(tmp_path / "fog" / "1" / "0", 0.1)  # bin 0: right
+    write(tmp_path / "fog" / "1" / "1", 0.9)  # bin 3: wrong
+    write(tmp_path / "fog" / "2" / "0", 0.1)
+    write(tmp_path / "fog" / "2" / "1", 0.3)  # bin 1: right
+    clean = [(torch.stack([torch.full((3, 8, 8), 0.1), torch.full((3, 8, 8), 0.3)]), torch.tensor([0, 1]))]
+    out = imagenet_c_errors(
+        BrightnessClassifier(4), tmp_path, transforms.ToTensor(), corruptions=["fog"], severities=[1, 2],
+        clean_batches=clean,
+    )  # fmt: skip
+    assert out["errors"]["fog"] == [0.5, 0.0] and out["clean_error"] == 0.0 and out["source"] == str(tmp_path)
+    results = {"m": out}
+    normalise(results, "alexnet_published")
+    assert out["ce"]["fog"] == pytest.approx(100 * 0.25 / ALEXNET_ERRORS["fog"])
+    with pytest.raises(FileNotFoundError, match="missing ImageNet-C folder"):
+        imagenet_c_errors(BrightnessClassifier(4), tmp_path, transforms.ToTensor(), corruptions=["snow"])
