@@ -82,6 +82,7 @@ def test_accuracy_from_labels() -> None:
     labels = torch.tensor([2, 2, 2, 1, 3, 0])  # nearest bins: 2 (0.625), then 1 (0.375) / 3 (0.875)
     out = shift_consistency(net, [(images, labels)], protocol="crop", max_shift=4)
     assert out["top1_crops"] == pytest.approx(50.0)  # named for what it is: the accuracy of the shifted crops
+    assert all(type(out[k]) is float for k in ("consistency", "top1_crops", "top5_crops"))  # plain, picklable
     assert out["top5_crops"] == pytest.approx(100.0)  # 4 classes: top-5 = all classes
     assert "top1" not in out
     rolled = shift_consistency(net, [(images, labels)], protocol="circular", max_shift=4)

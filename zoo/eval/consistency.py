@@ -166,8 +166,9 @@ def _summary(
     }
     if labelled:
         views = VIEW_NAMES[protocol]
-        out[f"top1_{views}"] = 100.0 * float(table[:, 1].sum()) / (2 * trials.sum())
-        out[f"top5_{views}"] = 100.0 * float(table[:, 2].sum()) / (2 * trials.sum())
+        views_seen = 2.0 * float(trials.sum())  # python floats: results are pickled/JSON-ed as plain types
+        out[f"top1_{views}"] = 100.0 * float(table[:, 1].sum()) / views_seen
+        out[f"top5_{views}"] = 100.0 * float(table[:, 2].sum()) / views_seen
     return out
 
 
