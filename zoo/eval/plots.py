@@ -132,7 +132,10 @@ def plot_sensitivity(results: Results, path: Path) -> Path:
     models = list(results)
     settings = list(dict.fromkeys(k for r in results.values() for k in r))
     fig, (ax, sweep) = plt.subplots(
-        1, 2, figsize=(max(7.0, 0.9 * len(settings) * len(models)) + 4, 3.6), gridspec_kw={"width_ratios": [2.5, 1]}
+        1,
+        2,
+        figsize=(min(12.0, max(6.0, 0.45 * len(settings) * len(models))) + 4, 3.8),
+        gridspec_kw={"width_ratios": [2.5, 1]},
     )
     width = 0.8 / max(1, len(models))
     for i, m in enumerate(models):
@@ -210,6 +213,7 @@ def plot_clean(results: Results, path: Path) -> Path:
     if not labelled:
         ax.text(0.5, 0.5, "no labels: clean accuracy undefined", ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks(range(len(models)), models, rotation=15)
+    ax.set_xlim(-0.6, len(models) - 0.4)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 105)
     ax.set_title("Clean accuracy (unshifted centre crop, 95% Wilson)")
@@ -263,7 +267,10 @@ def plot_flip(results: Results, path: Path) -> Path:
                label=label)  # fmt: skip
     ax.set_xticks(range(len(kinds)), [f"{k}\n({first['comparison'][k]})" for k in kinds], fontsize=7)
     ax.set_ylabel("flip probability")
-    ax.set_title(f"Perturbation stability (ImageNet-P protocol, {first['frames']} frames, n={first['n']})")
+    ax.set_title(
+        f"Perturbation stability (ImageNet-P protocol, {first['frames']} frames, n={first['n']} images of "
+        f"{first['n_eff']} photos; 95% Wilson)"
+    )
     ax.legend(fontsize=7)
     return _save(fig, path)
 
