@@ -44,6 +44,14 @@ class BrightnessClassifier(nn.Module):
         return -(mean[:, None] - centres[None]).abs()  # top-1 = the nearest bin centre
 
 
+class MeanBins(nn.Module):
+    """Class = which of 40 bins of [-2, 2] the normalised image mean falls in (sensitive to brightness/noise)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        centres = torch.linspace(-2, 2, 40)
+        return -(x.mean((1, 2, 3))[:, None] - centres[None]).abs()
+
+
 class PositionalBias(nn.Module):
     """G(x) = x + b with a fixed position-dependent pattern b: not shift-equivariant, known error."""
 

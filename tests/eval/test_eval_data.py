@@ -41,7 +41,7 @@ def test_image_folder_labels_and_flat_sources(tmp_path) -> None:
 
 def test_embedded_photos_are_rgb_squares() -> None:
     source = open_source(None)
-    assert isinstance(source, EmbeddedSource) and len(source) == 42
+    assert isinstance(source, EmbeddedSource) and len(source) == 120
     image, label = source.load(7)
     assert image.mode == "RGB" and image.size[0] == image.size[1] and label is None
     with pytest.raises(ValueError, match="unknown embedded photo"):
@@ -88,3 +88,16 @@ def test_shards_keep_pairs_and_cover_everything() -> None:
         assert all((p ^ 1) in shard for p in shard if (p ^ 1) < 11)
     with pytest.raises(ValueError, match="rank"):
         shard_positions(4, 2, 2)
+
+
+def test_embedded_set_uses_every_distinct_skimage_photo_and_counts_them() -> None:
+    from zoo.eval.data import EMBEDDED_DISTINCT, EmbeddedSource, image_order
+
+    source = EmbeddedSource()
+    photos = {source.group(i) for i in range(len(source))}
+    assert EMBEDDED_DISTINCT == len(photos) == 19 and "chelsea" in photos and "camera" in photos
+    assert "cat" not in photos  # skimage's cat() is chelsea again
+    first = [source.group(i) for i in image_order(source, seed=3)[:19]]
+    assert len(set(first)) == 19  # a limited run sees as many distinct photos as it can
+    image, label = source.load(image_order(source)[0])
+    assert image.mode == "RGB" and label is None

@@ -53,3 +53,34 @@ def test_filter_smoothness_known_values() -> None:
     assert out["mean"] == pytest.approx((0.0 + 24 / 9) / 2)
     with pytest.raises(ValueError, match="no Conv2d"):
         filter_smoothness(torch.nn.Linear(2, 2))
+
+
+def test_pairs_of_one_source_are_not_random_pairs() -> None:
+    batches = _batches(4)
+    with pytest.raises(ValueError, match="two views of one source"):
+        deformation_sensitivity(
+            circular_net(), batches, strengths=[1.0], layers=["1"], groups={i: "p" for i in range(4)}
+        )
+    out = deformation_sensitivity(
+        circular_net(), batches, strengths=[1.0], layers=["1"], groups={0: "a", 1: "b", 2: "c", 3: "c"}, bootstrap=50
+    )
+    assert out["pairs"] == 1 and out["same_source_pairs"] == 1  # (2, 3) shows one photo twice
+
+
+def test_bootstrap_resamples_numerator_and_denominator_together() -> None:
+    from zoo.eval.deformation import _bootstrap_ratio
+
+    rng = np.random.default_rng(0)
+    den = rng.uniform(0.1, 2.0, size=(20, 1))  # one pair each: its images' numerators are 0.5 x its denominator
+    num = np.repeat(0.5 * den, 2, axis=0)[:, :, None]  # (40 images, 1 layer, 1 strength)
+    low, high = _bootstrap_ratio(num, den, np.repeat(np.arange(20), 2), np.arange(20), 500, 0)
+    assert low[0, 0] == pytest.approx(0.5) and high[0, 0] == pytest.approx(0.5)  # independent draws would be wide
+
+
+def test_embedded_order_pairs_distinct_photos() -> None:
+    from zoo.eval.data import EmbeddedSource, image_order
+
+    source = EmbeddedSource()
+    order = image_order(source, seed=0, limit=16)
+    photos = [source.group(i) for i in order]
+    assert all(photos[2 * j] != photos[2 * j + 1] for j in range(8)) and len(set(photos)) == 16

@@ -35,9 +35,9 @@ def test_subsampling_breaks_equivariance_off_the_stride_grid_and_blur_reduces_it
     even = (np.arange(4)[:, None] % 2 == 0) & (np.arange(4)[None] % 2 == 0)
     assert heat[even].max() < 1e-9  # whole feature pixels: exact equivariance
     assert heat[~even].min() > 1e-3  # any odd shift: aliasing
-    plain = v["mean_off_grid"]
-    blur2 = _off_grid(circular_net(blur(2)))[1]["mean_off_grid"]
-    blur4 = _off_grid(circular_net(blur(4)))[1]["mean_off_grid"]
+    plain = v["extension"]["mean_off_grid"]
+    blur2 = _off_grid(circular_net(blur(2)))[1]["extension"]["mean_off_grid"]
+    blur4 = _off_grid(circular_net(blur(4)))[1]["extension"]["mean_off_grid"]
     assert blur4 < blur2 < plain
 
 
@@ -69,3 +69,60 @@ def test_zoo_model_default_layers_and_errors() -> None:
         feature_distance(circular_net(), _batches())
     with pytest.raises(ValueError, match="integer stride"):
         feature_distance(circular_net(Subsample()), [(torch.randn(1, 3, 15, 15), None)], layers=["4"], shifts=2)
+
+
+class LowPassSubsample(torch.nn.Module):
+    """An ideal FFT low-pass (|f| < 1/4 cycles/px) followed by stride-2 subsampling: the subsampled map is
+    exactly band-limited, so an input shift by an odd number of pixels moves it by exactly half a sample."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        fy = torch.fft.fftfreq(h, dtype=torch.float64)[:, None].abs()
+        fx = torch.fft.fftfreq(w, dtype=torch.float64)[None, :].abs()
+        keep = ((fy < 0.25) & (fx < 0.25)).to(torch.complex128)
+        low = torch.fft.ifft2(torch.fft.fft2(x.double()) * keep).real
+        return low[..., ::2, ::2]
+
+
+def _low_pass_net() -> torch.nn.Sequential:
+    return torch.nn.Sequential(LowPassSubsample(), torch.nn.Identity())
+
+
+def test_off_grid_extension_is_zero_for_a_band_limited_network() -> None:
+    batches = [(torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64), None)]
+    out = feature_distance(_low_pass_net(), batches, layers=["1"], shifts=4)
+    v = out["layers"]["1"]
+    assert v["stride"] == 2 and v["mean"] < 1e-12  # on grid: exact
+    assert v["extension"]["mean_off_grid"] < 1e-10  # off grid: the Fourier reference is exact here
+
+
+def test_an_integer_roll_reference_fails_the_band_limited_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    import zoo.eval.features as features
+
+    def integer_roll(x, dh, dw, spectrum=None):  # a stand-in that rounds the fractional shift
+        return torch.roll(x, (round(dh), round(dw)), dims=(-2, -1))
+
+    monkeypatch.setattr(features, "fourier_shift", integer_roll)
+    batches = [(torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64), None)]
+    out = features.feature_distance(_low_pass_net(), batches, layers=["1"], shifts=4)
+    assert out["layers"]["1"]["extension"]["mean_off_grid"] > 1e-3
+
+
+def test_headline_is_the_on_grid_mean_and_every_layer_has_on_grid_cells() -> None:
+    _heat, v = _off_grid(circular_net(Subsample()))
+    assert v["mean"] < 1e-9 < v["extension"]["mean_off_grid"]  # Zhang's figure: exact equivariance on the grid
+    import zoo
+
+    model = zoo.create("resnet18", num_classes=4)
+    out = feature_distance(model, [(torch.randn(1, 3, 64, 64), None)], shifts=2, on_grid=1)
+    for name, layer in out["layers"].items():
+        assert layer["on_grid_cells"] >= 3 and layer["mean"] is not None, name  # stride 32 > shifts too
+    assert [32, 32] in out["on_grid_shifts"] and [0, 32] in out["on_grid_shifts"]
+    assert out["layers"]["layer4"]["mean"] == pytest.approx(out["per_image"]["layer4"][0])
+
+
+def test_a_layer_without_on_grid_shift_is_null_with_a_reason() -> None:
+    net = circular_net(torch.nn.Sequential(Subsample(), Subsample()))
+    out = feature_distance(net, _batches(), layers=["4"], shifts=2, on_grid=0)
+    v = out["layers"]["4"]
+    assert v["stride"] == 4 and v["mean"] is None and "no on-grid shift" in v["reason"]

@@ -30,3 +30,32 @@ def test_positional_bias_error_is_the_bias_difference() -> None:
     mse = sum(expected) / 3
     assert out["mse"] == pytest.approx(mse, rel=1e-6)
     assert out["psnr"] == pytest.approx(10 * math.log10(1.0 / mse), rel=1e-6)
+
+
+class RangeProbe(torch.nn.Module):
+    """Identity plus a fixed pattern; records the range of the inputs it was given."""
+
+    def __init__(self, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("bias", bias)
+        self.low, self.high = math.inf, -math.inf
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.low, self.high = min(self.low, float(x.min())), max(self.high, float(x.max()))
+        return x + self.bias
+
+
+def test_generators_get_minus_one_one_inputs_and_data_range_two_by_default() -> None:
+    from zoo.eval.runner import EvalModel, generator_range, load_config, run_eval
+
+    config = load_config(overrides={"metrics": ["generation"], "limit": 2, "generation": {"size": 32}})
+    assert generator_range(config["generation"]) == (-1.0, 1.0, 2.0)
+    bias = torch.linspace(0, 0.5, 32 * 32).reshape(1, 32, 32).expand(3, 32, 32).clone()
+    probe = RangeProbe(bias)
+    res = run_eval([EvalModel("probe", probe, kind="generator")], config, progress=False, log=lambda _m: None)
+    out = res["models"]["probe"]["generation"]
+    assert probe.low < -0.5 and probe.high <= 1.0 + 1e-6 and probe.low >= -1.0 - 1e-6  # inputs in [-1, 1]
+    assert out["data_range"] == 2.0 and out["input_range"] == [-1.0, 1.0]
+    assert out["psnr"] == pytest.approx(10 * math.log10(4.0 / out["mse"]), rel=1e-9)
+    with pytest.raises(ValueError, match="input_range"):
+        generator_range({"input_range": [1, 0], "data_range": None})

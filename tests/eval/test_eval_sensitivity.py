@@ -55,3 +55,30 @@ def test_bad_geometry_is_reported() -> None:
         make_frames(torch.rand(3, 16, 16), "black", 8, embed_size=12)
     with pytest.raises(ValueError, match="unknown protocol"):
         make_frames(torch.rand(3, 16, 16), "zoom", 4)
+
+
+def test_no_change_at_all_still_has_an_upper_bound() -> None:
+    images = torch.full((4, 3, 32, 32), -0.4)
+    out = shift_sensitivity(circular_net(), [(images, None)], protocol="crop", frames=6, canvas=24)
+    assert out["p_change"] == 0.0 and out["p_change_ci95"][0] == 0.0
+    assert out["p_change_ci95"][1] > 0.1  # Wilson on the 20 pooled pairs, not a [0, 0] interval
+
+
+def test_black_mean_canvas_is_zero_in_normalised_space() -> None:
+    image = torch.randn(3, 32, 32)
+    frames = make_frames(image, "black_mean", 3, canvas=32, embed_size=16, background=(-2.0, -2.0, -2.0))
+    assert frames[0, :, 0, 0].abs().max() == 0.0 and frames[0, :, -1, -1].abs().max() == 0.0
+    black = make_frames(image, "black", 3, canvas=32, embed_size=16, background=(-2.0, -2.0, -2.0))
+    assert (black[0, :, 0, 0] == -2.0).all()
+
+
+def test_inpainting_fills_the_whole_canvas_from_the_border() -> None:
+    canvas = torch.zeros(3, 128, 128)
+    known = torch.zeros(1, 128, 128, dtype=torch.bool)
+    canvas[0, 48:80, 48:64] = 1.0  # left half of the pasted image red
+    canvas[2, 48:80, 64:80] = 1.0  # right half blue
+    known[:, 48:80, 48:80] = True
+    fill = inpaint_background(canvas, known, iterations=20)
+    left, right = fill[:, 64, 0], fill[:, 64, -1]  # far corners of the canvas, 48 px from the image
+    assert left[0] > 0.8 and left[2] < 0.2  # the red border reaches the left edge
+    assert right[2] > 0.8 and right[0] < 0.2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -58,8 +59,18 @@ def _generator(spec: str) -> Any:
     module_name, sep, attr = spec.partition(":")
     if not sep:
         raise ValueError(f"--generator {spec!r} must be MODULE:ATTRIBUTE (an nn.Module or a factory returning one)")
-    obj = getattr(importlib.import_module(module_name), attr)
-    module = obj if hasattr(obj, "forward") else obj()
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except ImportError as err:
+        raise ValueError(
+            f"--generator {spec!r}: cannot import module {module_name!r} ({err}); give MODULE:ATTRIBUTE of an "
+            "importable module (on sys.path or PYTHONPATH)"
+        ) from err
+    except AttributeError as err:
+        raise ValueError(f"--generator {spec!r}: module {module_name!r} has no attribute {attr!r}") from err
+    module = obj if hasattr(obj, "forward") else obj() if callable(obj) else obj
+    if not hasattr(module, "forward"):
+        raise ValueError(f"--generator {spec!r} is not an nn.Module nor a factory returning one")
     return EvalModel(attr, module, f"from {spec}", "generator")
 
 
@@ -71,6 +82,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {args.out} is an existing file; give a directory (it is created if missing)")
     created = init_from_env()
     try:
         config = load_config(args.config, _overrides(args))
@@ -92,7 +106,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="measure shift invariance (consistency, diagonal curves, feature distance, sensitivity, ...)",
+        help="measure shift invariance and robustness (consistency, feature distance, corruptions, flip, ...)",
         description="Evaluate zoo models' shift invariance. Without --data it runs on the photographs shipped "
         "in scikit-image. Under `torchrun --nproc_per_node=N` the images are split between processes.",
     )
@@ -100,8 +114,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="embedded (default), an ImageFolder/image dir, a glob, a .txt list, hf:NAME[:SPLIT]")
     p.add_argument(
         "--metrics",
-        help="comma-separated: consistency,diagonal,features,sensitivity,deformation,"
-        "smoothness,generation (default: the config's)",
+        help="comma-separated: clean,consistency,diagonal,features,sensitivity,deformation,"
+        "smoothness,corruptions,flip,generation (default: the config's)",
     )
     p.add_argument("--out", default="eval_out", help="output directory for results.json, CSV and PNG (eval_out)")
     p.add_argument("--config", help="YAML overriding zoo/eval/defaults.yaml, e.g. configs/eval/imagenet.yaml")

@@ -4,7 +4,7 @@ diagonal-shift curves. Definitions: REFERENCE.md section 4 / docs/eval.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -12,13 +12,20 @@ import torch
 from torch import Tensor, nn
 
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
-from zoo.eval._dist import gather_records
-from zoo.eval._seeding import image_rng
-from zoo.eval._stats import mean_ci, wilson_interval
+from zoo.eval._dist import gather_records, rank_world
+from zoo.eval._seeding import image_rng, stream_id
+from zoo.eval._stats import mean_ci, proportion_ci
 
-__all__ = ["PROTOCOLS", "diagonal_shift_curve", "shift_consistency", "shift_offsets"]
+__all__ = ["PROCEDURES", "PROTOCOLS", "diagonal_shift_curve", "shift_consistency", "shift_offsets"]
 
 PROTOCOLS = ("crop", "circular")
+PROCEDURES = ("seeded", "official")
+VIEW_NAMES = {"crop": "crops", "circular": "rolled"}  # the accuracy of the shifted views: top1_crops, top1_rolled
+
+
+def group_list(groups: Mapping[int, Hashable] | None, indices: Iterable[int]) -> list[Hashable] | None:
+    """The cluster of each index (``None`` when no clusters are known: every image independent)."""
+    return None if groups is None else [groups.get(int(i), int(i)) for i in indices]
 
 
 def _check_shift(images: Tensor, protocol: str, max_shift: int) -> None:
@@ -68,6 +75,9 @@ def shift_consistency(
     protocol: str = "circular",
     max_shift: int = 32,
     seed: int = 0,
+    procedure: str = "seeded",
+    passes: int = 5,
+    groups: Mapping[int, Hashable] | None = None,
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Percentage of images whose top-1 class is the same under two random shifts.
@@ -82,14 +92,26 @@ def shift_consistency(
             at offsets in [0, max_shift]. Offsets are drawn per image from ``(seed, index)``.
         max_shift: largest shift in pixels (32 in the published protocols).
         seed: seed of the per-image offsets.
+        procedure: ``"seeded"`` (offsets per image from ``(seed, index)``) or ``"official"`` (the
+            release's ImageNet script: one pair of offsets in [0, max_shift) per *batch*, ``passes``
+            passes over the data; crop protocol only; depends on the batch size, single process;
+            ``batches`` is iterated once per pass when it is re-iterable, e.g. a ``DataLoader``).
+        groups: ``{index: cluster}`` (e.g. the photo of each view): the interval and ``n_eff`` count
+            clusters, not images.
         device: where to run; default the model's device.
 
     Returns:
-        ``{"consistency": %, "ci95": [low %, high %] (Wilson), "n": images, "agree": count,
-        "protocol", "max_shift", "seed"}`` plus ``"top1"``/``"top5"`` (%, accuracy of the shifted
-        views, two per image) when labels are given. Under ``torch.distributed`` every rank passes its
-        shard and gets the figures of all images.
+        ``{"consistency": %, "ci95": [low %, high %] (Wilson, cluster design effect), "n": images,
+        "n_eff": effective sample size, "agree": count, "protocol", "max_shift", "seed", "per_image"}``
+        plus ``"top1_crops"``/``"top5_crops"`` (crop) or ``"top1_rolled"``/``"top5_rolled"`` (circular):
+        %, accuracy of the shifted views (two per image), when labels are given. This is not clean
+        accuracy (see :func:`zoo.eval.clean.clean_accuracy`). Under ``torch.distributed`` every rank
+        passes its shard and gets the figures of all images.
     """
+    if procedure not in PROCEDURES:
+        raise ValueError(f"procedure must be one of {', '.join(PROCEDURES)}, got {procedure!r}")
+    if procedure == "official":
+        return _official_consistency(model, batches, protocol, max_shift, seed, passes, groups, device)
     dev = model_device(model, device)
     records: dict[int, tuple[int, int, int]] = {}
     labelled = None
@@ -115,21 +137,88 @@ def shift_consistency(
                 records[i] = (int(a), int(x1), int(x5))
     records = gather_records(records)
     table = np.array(list(records.values()), dtype=np.int64).reshape(-1, 3)
-    n = len(records)
-    agree = int(table[:, 0].sum())
-    low, high = wilson_interval(agree, n)
+    return _summary(protocol, max_shift, seed, list(records), table[:, 0], np.ones(len(table)), table, labelled, groups)
+
+
+def _summary(
+    protocol: str,
+    max_shift: int,
+    seed: int,
+    index: list[int],
+    agree: np.ndarray,
+    trials: np.ndarray,
+    table: np.ndarray,
+    labelled: bool | None,
+    groups: Mapping[int, Hashable] | None,
+) -> dict[str, Any]:
+    n = len(index)
+    prop = proportion_ci(agree, trials, group_list(groups, index))
     out: dict[str, Any] = {
-        "consistency": 100.0 * agree / n if n else float("nan"),
-        "ci95": [100.0 * low, 100.0 * high],
+        "consistency": 100.0 * prop["p"] if n else float("nan"),
+        "ci95": [100.0 * prop["ci95"][0], 100.0 * prop["ci95"][1]],
         "n": n,
-        "agree": agree,
+        "n_eff": len(set(group_list(groups, index) or index)),
+        "agree": int(agree.sum()),
         "protocol": protocol,
         "max_shift": max_shift,
         "seed": seed,
+        "per_image": {"index": index, "agree": (agree / np.maximum(trials, 1)).tolist()},
     }
     if labelled:
-        out["top1"] = 100.0 * float(table[:, 1].sum()) / (2 * n)
-        out["top5"] = 100.0 * float(table[:, 2].sum()) / (2 * n)
+        views = VIEW_NAMES[protocol]
+        views_seen = 2.0 * float(trials.sum())  # python floats: results are pickled/JSON-ed as plain types
+        out[f"top1_{views}"] = 100.0 * float(table[:, 1].sum()) / views_seen
+        out[f"top5_{views}"] = 100.0 * float(table[:, 2].sum()) / views_seen
+    return out
+
+
+def _official_consistency(
+    model: nn.Module,
+    batches: Iterable[Any],
+    protocol: str,
+    max_shift: int,
+    seed: int,
+    passes: int,
+    groups: Mapping[int, Hashable] | None,
+    device: str | torch.device | None,
+) -> dict[str, Any]:
+    """The release's procedure: per batch, offsets ``randint(0, max_shift, 2)`` twice; ``passes`` passes."""
+    if protocol != "crop":
+        raise ValueError("procedure='official' is the crop protocol of the release; use protocol='crop'")
+    if not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes must be an int >= 1, got {passes!r}")
+    if rank_world()[1] > 1:
+        raise ValueError("procedure='official' draws offsets per batch and runs in one process; use 'seeded'")
+    if iter(batches) is batches:  # a one-shot iterator: keep it for the passes (pass a re-iterable to stream)
+        batches = list(batches)
+    dev = model_device(model, device)
+    counts: dict[int, list[int]] = {}
+    labelled = None
+    with evaluating(model, dev):
+        for rep in range(passes):
+            rng = np.random.default_rng(np.random.SeedSequence([seed, stream_id("consistency/official"), rep]))
+            for images, labels, indices in iter_batches(batches, dev):
+                _check_shift(images, protocol, max_shift)
+                labelled = labels is not None
+                size_h, size_w = images.shape[-2] - max_shift, images.shape[-1] - max_shift
+                offs = [rng.integers(0, max_shift, size=2) for _ in range(2)]
+                views = [images[..., o[0] : o[0] + size_h, o[1] : o[1] + size_w] for o in offs]
+                logits = model(torch.cat(views))
+                n = images.shape[0]
+                _check_labels(labels, logits.shape[1])
+                top = logits.topk(min(5, logits.shape[1]), dim=1).indices.view(2, n, -1)
+                agree = (top[0, :, 0] == top[1, :, 0]).tolist()
+                c1 = (top[:, :, 0] == labels).sum(0).tolist() if labels is not None else [0] * n
+                c5 = (top == labels[None, :, None]).any(2).sum(0).tolist() if labels is not None else [0] * n
+                for i, a, x1, x5 in zip(indices.tolist(), agree, c1, c5):
+                    row = counts.setdefault(i, [0, 0, 0, 0])
+                    row[0] += int(a)
+                    row[1] += x1
+                    row[2] += x5
+                    row[3] += 1
+    table = np.array([counts[i] for i in sorted(counts)], dtype=np.int64).reshape(-1, 4)
+    out = _summary(protocol, max_shift, seed, sorted(counts), table[:, 0], table[:, 3], table, labelled, groups)
+    out.update({"procedure": "official", "passes": passes})
     return out
 
 
@@ -139,6 +228,7 @@ def diagonal_shift_curve(
     *,
     max_shift: int = 32,
     chunk: int = 64,
+    groups: Mapping[int, Hashable] | None = None,
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Probability of the reference class along a diagonal shift (Zhang 2019, Fig. 1).
@@ -146,9 +236,9 @@ def diagonal_shift_curve(
     Each image gives ``max_shift + 1`` crops of size (H - max_shift) at offsets (d, d), d = 0..max_shift.
     The reference class is the label when labels are given, else the class predicted at d = 0.
 
-    Returns ``{"shifts": [d], "prob": [mean P], "prob_ci95": [[low], [high]] (normal approximation over
-    images), "agree": [% of images whose top-1 equals the top-1 at d = 0], "reference": "label" |
-    "first_frame", "n": images}``.
+    Returns ``{"shifts": [d], "prob": [mean P], "prob_ci95": [[low], [high]] (Student t over images, or
+    over the clusters of ``groups``), "n_eff", "agree": [% of images whose top-1 equals the top-1 at d = 0],
+    "reference": "label" | "first_frame", "n": images}``.
     """
     if not isinstance(max_shift, int) or max_shift < 1:
         raise ValueError(f"max_shift must be an int >= 1, got {max_shift!r}")
@@ -176,8 +266,9 @@ def diagonal_shift_curve(
     records = gather_records(records)
     prob = np.stack([r[0] for r in records.values()]) if records else np.zeros((0, max_shift + 1))
     agree = np.stack([r[1] for r in records.values()]) if records else np.zeros((0, max_shift + 1))
-    mean, low, high = mean_ci(prob)
+    mean, low, high = mean_ci(prob, groups=group_list(groups, records))
     return {
+        "n_eff": len(set(group_list(groups, records) or records)),
         "shifts": list(range(max_shift + 1)),
         "prob": mean.tolist(),
         "prob_ci95": [low.tolist(), high.tolist()],

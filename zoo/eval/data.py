@@ -25,6 +25,7 @@ from torchvision import transforms
 from zoo.eval._dist import rank_world, shard_positions
 
 __all__ = [
+    "EMBEDDED_DISTINCT",
     "EMBEDDED_PHOTOS",
     "EMBEDDED_VIEWS",
     "EmbeddedSource",
@@ -33,21 +34,40 @@ __all__ = [
     "HFSource",
     "ImageSource",
     "eval_transform",
+    "image_order",
     "open_source",
+    "position_groups",
     "stream_batches",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
-# scikit-image's real RGB photographs: (name, loader attribute, item of a tuple-returning loader or None)
-EMBEDDED_PHOTOS: tuple[tuple[str, str, int | None], ...] = (
-    ("astronaut", "astronaut", None),
-    ("chelsea", "chelsea", None),
-    ("coffee", "coffee", None),
-    ("rocket", "rocket", None),
-    ("motorcycle_left", "stereo_motorcycle", 0),
-    ("motorcycle_right", "stereo_motorcycle", 1),
-    ("hubble_deep_field", "hubble_deep_field", None),
+# Every distinct photograph scikit-image ships without a download (synthetic images, the binary
+# horse silhouette and `cat`, a second copy of `chelsea`, are left out): (name, loader attribute,
+# item of a tuple-returning loader or None, photo). Grey photos are repeated into 3 channels; the two
+# stereo-motorcycle frames are one scene, so they share the photo (cluster) label.
+EMBEDDED_PHOTOS: tuple[tuple[str, str, int | None, str], ...] = (
+    ("astronaut", "astronaut", None, "astronaut"),
+    ("brick", "brick", None, "brick"),
+    ("camera", "camera", None, "camera"),
+    ("cell", "cell", None, "cell"),
+    ("chelsea", "chelsea", None, "chelsea"),
+    ("clock", "clock", None, "clock"),
+    ("coffee", "coffee", None, "coffee"),
+    ("coins", "coins", None, "coins"),
+    ("grass", "grass", None, "grass"),
+    ("gravel", "gravel", None, "gravel"),
+    ("hubble_deep_field", "hubble_deep_field", None, "hubble_deep_field"),
+    ("immunohistochemistry", "immunohistochemistry", None, "immunohistochemistry"),
+    ("microaneurysms", "microaneurysms", None, "microaneurysms"),
+    ("moon", "moon", None, "moon"),
+    ("motorcycle_left", "stereo_motorcycle", 0, "stereo_motorcycle"),
+    ("motorcycle_right", "stereo_motorcycle", 1, "stereo_motorcycle"),
+    ("page", "page", None, "page"),
+    ("retina", "retina", None, "retina"),
+    ("rocket", "rocket", None, "rocket"),
+    ("text", "text", None, "text"),
 )
+EMBEDDED_DISTINCT = len({p[3] for p in EMBEDDED_PHOTOS})  # 19 distinct photos
 # square views of each photo: (name, side as a fraction of the short side, centre y, centre x, mirrored)
 EMBEDDED_VIEWS: tuple[tuple[str, float, float, float, bool], ...] = (
     ("centre", 1.0, 0.5, 0.5, False),
@@ -67,6 +87,41 @@ class ImageSource(Protocol):
     def __len__(self) -> int: ...
 
     def load(self, i: int) -> tuple[Image.Image, int | None]: ...
+
+
+def image_order(source: ImageSource, *, shuffle: bool = True, seed: int = 0, limit: int | None = None) -> list[int]:
+    """The evaluation order of ``source`` (item numbers; position k in it is global image index k).
+
+    ``shuffle``: a seeded permutation. When the source has clusters (``source.group(i)``, e.g. the
+    views of one photo), the permutation is dealt round-robin over the clusters, so the first images
+    come from as many distinct photos as possible and consecutive pairs (2j, 2j+1) from distinct ones.
+    """
+    n = len(source)
+    order = (
+        np.random.default_rng(np.random.SeedSequence([seed, 1])).permutation(n).tolist() if shuffle else list(range(n))
+    )
+    group = getattr(source, "group", None)
+    if group is not None:
+        first: dict[Any, int] = {}
+        seen: dict[Any, int] = {}
+        keyed = []
+        for i in order:
+            g = group(i)
+            first.setdefault(g, len(first))
+            keyed.append((seen.get(g, 0), first[g], i))
+            seen[g] = seen.get(g, 0) + 1
+        order = [i for _, _, i in sorted(keyed)]
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1 image, got {limit}")
+        order = order[:limit]
+    return order
+
+
+def position_groups(source: ImageSource, order: Sequence[int]) -> list[Any]:
+    """The cluster label of every position of ``order`` (the item itself when the source has none)."""
+    group = getattr(source, "group", None)
+    return [group(i) if group is not None else i for i in order]
 
 
 def _rgb(path: str | Path) -> Image.Image:
@@ -170,13 +225,19 @@ class HFSource:
 
 @functools.lru_cache(maxsize=len(EMBEDDED_PHOTOS))
 def _photo(attr: str, item: int | None) -> np.ndarray:
-    """One scikit-image photo (cached: the seven photos take ~6 MB)."""
+    """One scikit-image photo as (H, W, 3) uint8 (cached: the photos take ~15 MB)."""
     array = getattr(importlib.import_module("skimage.data"), attr)()
-    return array[item] if item is not None else array
+    array = np.asarray(array[item] if item is not None else array)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3].astype(np.uint8))
 
 
 class EmbeddedSource:
-    """The RGB photographs of scikit-image, each in the square views of ``EMBEDDED_VIEWS``."""
+    """The photographs of scikit-image, each in the square views of ``EMBEDDED_VIEWS``.
+
+    ``group(i)`` is the photo an item shows (views of one photo are one cluster for the intervals).
+    """
 
     name = "embedded"
 
@@ -195,8 +256,11 @@ class EmbeddedSource:
     def __len__(self) -> int:
         return len(self.items)
 
+    def group(self, i: int) -> str:
+        return self.items[i][0][3]
+
     def load(self, i: int) -> tuple[Image.Image, int | None]:
-        (_, attr, item), (_, frac, cy, cx, flip) = self.items[i]
+        (_, attr, item, _photo_name), (_, frac, cy, cx, flip) = self.items[i]
         array = _photo(attr, item)
         h, w = array.shape[:2]
         side = round(frac * min(h, w))
@@ -287,20 +351,13 @@ def stream_batches(
 ) -> Iterator[tuple[Tensor, Tensor | None, Tensor]]:
     """Yield ``(images, labels_or_None, positions)`` of this process's shard.
 
-    The image order is a seeded permutation of the source (``shuffle``), cut to ``limit``; an image's
+    The image order is :func:`image_order` (a seeded permutation, cluster-interleaved), cut to ``limit``; an image's
     position in it is its global index (the key of its random offsets). Under torch.distributed
     each rank reads only its own blocks of 2 positions (``shard=True``).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    n = len(source)
-    order = (
-        np.random.default_rng(np.random.SeedSequence([seed, 1])).permutation(n).tolist() if shuffle else list(range(n))
-    )
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1 image, got {limit}")
-        order = order[:limit]
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    order = image_order(source, shuffle=shuffle, seed=seed, limit=limit)
     rank, world = rank_world() if shard else (0, 1)
     positions = shard_positions(len(order), rank, world)
     loader = DataLoader(

@@ -9,7 +9,7 @@ displacement field and the image is resampled bilinearly (border clamp). Sensiti
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,16 +98,20 @@ def deformation_sensitivity(
     include_output: bool = True,
     seed: int = 0,
     bootstrap: int = 1000,
+    groups: Mapping[int, Hashable] | None = None,
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Per-layer sensitivity to random smooth deformations of strength ``C`` in ``strengths`` (pixels).
 
-    Images ``2j`` and ``2j+1`` (global indices) form the random pairs of the normaliser, so shuffle the
-    data (the zoo's data sources do, seeded). Each image's control displacements are one seeded
+    Images ``2j`` and ``2j+1`` (global indices) form the random pairs of the normaliser; a pair whose
+    two images come from the same source (same ``groups`` label, e.g. two views of one photo) is left
+    out of the denominator (``same_source_pairs``). The zoo's data order deals the photos round-robin,
+    so consecutive images are distinct photos. Each image's control displacements are one seeded
     uniform draw in [-1, 1] scaled by every ``C`` (common random numbers across strengths).
 
-    Returns ``{"strengths": [C], "n": images, "pairs": pairs, "layers": {name: {"sensitivity": [per C],
-    "ci95": [[low], [high]] (bootstrap over images and pairs), "deformed": [E d(x, τx)], "pair": E d(x, y)}}}``.
+    Returns ``{"strengths": [C], "n": images, "pairs": pairs used, "same_source_pairs", "layers": {name:
+    {"sensitivity": [per C], "ci95": [[low], [high]] (bootstrap resampling the pairs (2j, 2j+1) with
+    their numerator and denominator together), "deformed": [E d(x, τx)], "pair": E d(x, y)}}}``.
     """
     if grid < 2:
         raise ValueError(f"grid must be >= 2 control points per side, got {grid}")
@@ -137,17 +141,25 @@ def deformation_sensitivity(
                 partner = index ^ 1
                 if partner in pending:
                     other = pending.pop(partner)
-                    record["den"] = np.array([float(cosine_distance(feats[n][:1], other[n])) for n in names])
+                    same = groups is not None and groups.get(index, index) == groups.get(partner, partner)
+                    record["den"] = (
+                        "same" if same else np.array([float(cosine_distance(feats[n][:1], other[n])) for n in names])
+                    )
                 else:
                     pending[index] = {n: feats[n][:1].clone() for n in names}
                 records[index] = record
     records = gather_records(records)
     num = np.stack([r["num"] for r in records.values()]) if records else np.zeros((0, len(names), len(strengths)))
-    dens = [r["den"] for r in records.values() if r["den"] is not None]
+    same = sum(isinstance(r["den"], str) for r in records.values())
+    dens = {i // 2: r["den"] for i, r in records.items() if isinstance(r["den"], np.ndarray)}
     if not dens:
-        raise ValueError("deformation sensitivity needs at least one pair of images (indices 2j, 2j+1)")
-    den = np.stack(dens)
-    low, high = _bootstrap_ratio(num, den, bootstrap, seed)
+        raise ValueError(
+            "deformation sensitivity needs at least one pair of images (indices 2j, 2j+1) from distinct sources"
+            + (f"; all {same} pairs were two views of one source (shuffle the data)" if same else "")
+        )
+    den = np.stack(list(dens.values()))
+    unit_of_image = np.array([i // 2 for i in records])
+    low, high = _bootstrap_ratio(num, den, unit_of_image, np.array(list(dens)), bootstrap, seed)
     out_layers = {}
     for li, name in enumerate(names):
         pair = float(den[:, li].mean())
@@ -163,21 +175,40 @@ def deformation_sensitivity(
         "grid": grid,
         "n": len(num),
         "pairs": len(den),
+        "same_source_pairs": same,
         "layers": out_layers,
     }
 
 
-def _bootstrap_ratio(num: np.ndarray, den: np.ndarray, rounds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap of mean(num) / mean(den), resampling images and pairs independently."""
-    if rounds <= 0 or len(num) < 2 or len(den) < 2:
-        ratio = num.mean(0) / np.maximum(den.mean(0), 1e-300)[:, None]
-        return ratio, ratio
+def _bootstrap_ratio(
+    num: np.ndarray, den: np.ndarray, num_unit: np.ndarray, den_unit: np.ndarray, rounds: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap of mean(num) / mean(den), resampling the pairs (units): a drawn pair brings
+    its images' numerators and its denominator together."""
+    units = np.unique(np.concatenate([num_unit, den_unit]))
+    if rounds <= 0 or len(units) < 2:
+        nan = np.full(num.shape[1:], np.nan)
+        return nan, nan
+    pos = {u: k for k, u in enumerate(units)}
+    num_sum = np.zeros((len(units), *num.shape[1:]))
+    num_cnt = np.zeros(len(units))
+    den_sum = np.zeros((len(units), den.shape[1]))
+    den_cnt = np.zeros(len(units))
+    for row, u in zip(num, num_unit):
+        num_sum[pos[u]] += row
+        num_cnt[pos[u]] += 1
+    for row, u in zip(den, den_unit):
+        den_sum[pos[u]] += row
+        den_cnt[pos[u]] += 1
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-    i = rng.integers(0, len(num), size=(rounds, len(num)))
-    j = rng.integers(0, len(den), size=(rounds, len(den)))
-    ratios = num[i].mean(1) / np.maximum(den[j].mean(1), 1e-300)[:, :, None]  # (rounds, L, C)
+    pick = rng.integers(0, len(units), size=(rounds, len(units)))
+    with np.errstate(all="ignore"):
+        n_mean = num_sum[pick].sum(1) / num_cnt[pick].sum(1)[:, None, None]
+        d_mean = den_sum[pick].sum(1) / den_cnt[pick].sum(1)[:, None]
+        ratios = n_mean / np.maximum(d_mean, 1e-300)[:, :, None]  # (rounds, L, C)
+    ratios = np.where(den_cnt[pick].sum(1)[:, None, None] > 0, ratios, np.nan)
     alpha = (1 - 0.95) / 2
-    return np.quantile(ratios, alpha, axis=0), np.quantile(ratios, 1 - alpha, axis=0)
+    return np.nanquantile(ratios, alpha, axis=0), np.nanquantile(ratios, 1 - alpha, axis=0)
 
 
 def _smoothness(weight: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ anti-aliased layer would make, or left out (``fractional="skip"``: NaN in the he
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from zoo.eval._dist import gather_records
 from zoo.eval._distance import cosine_distance
 from zoo.eval._layers import capture, resolve_layers
 from zoo.eval._stats import mean_ci, quiet_nan
+from zoo.eval.consistency import group_list
 
 __all__ = ["FRACTIONAL", "feature_distance", "fourier_shift", "shift_features"]
 
@@ -79,89 +80,149 @@ def _strides(sizes: dict[str, tuple[int, int]], image_hw: tuple[int, int]) -> di
     return strides
 
 
+def _grid_shifts(shifts: int, strides: dict[str, int], on_grid: int, hw: tuple[int, int]) -> list[tuple[int, int]]:
+    """The heat-map shifts [0, shifts)² followed by the on-grid shifts (a s, b s), 0 <= a, b <= on_grid."""
+    grid = [(dh, dw) for dh in range(shifts) for dw in range(shifts)]
+    seen = set(grid)
+    for s in sorted(set(strides.values())):
+        for a in range(on_grid + 1):
+            for b in range(on_grid + 1):
+                d = (a * s, b * s)
+                if d in seen or (d[0] % hw[0] == 0 and d[1] % hw[1] == 0):  # (0, 0) or a whole-image roll
+                    continue
+                seen.add(d)
+                grid.append(d)
+    return grid
+
+
 def feature_distance(
     model: nn.Module,
     batches: Iterable[Any],
     *,
     layers: Sequence[str] | None = None,
     shifts: int = 8,
+    on_grid: int = 2,
     fractional: str = "fourier",
     chunk: int = 16,
+    groups: Mapping[int, Hashable] | None = None,
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
-    """Heat-maps of internal feature distance over input shifts (Δh, Δw) in [0, shifts)².
+    """Internal feature distance: Zhang's on-grid figure per layer, plus a heat-map over (Δh, Δw) in [0, shifts)².
+
+    Zhang's distance is defined for input shifts that are whole multiples of the layer's stride ``s``
+    (the feature map then moves by whole pixels). The **headline** ``mean`` of a layer is the mean over
+    its on-grid shifts: the heat-map cells that are multiples of ``s`` and the extra shifts
+    ``(a s, b s)``, ``0 <= a, b <= on_grid`` (so every layer has on-grid cells even when ``s >= shifts``).
+    The other heat-map cells are an **extension** (``fractional="fourier"``: compared with the ideal
+    band-limited shift of the map by Δ/s; ``"skip"``: left out as NaN).
 
     Args:
         model: any ``nn.Module``; layers are named modules (hooks), by default the ``feature_info``
             modules of a zoo/timm model.
         batches: ``(images, labels_or_None[, indices])`` batches of normalized images (labels unused).
         layers: module names (``dict(model.named_modules())`` keys).
-        shifts: the heat-map covers Δ = 0 .. shifts-1 pixels along each axis (shifts² forward passes
-            per image).
-        fractional: ``"fourier"`` or ``"skip"`` for shifts that are not a multiple of the stride.
+        shifts: the heat-map covers Δ = 0 .. shifts-1 pixels along each axis.
+        on_grid: multiples of each stride added as on-grid shifts (0: only the heat-map's).
+        fractional: ``"fourier"`` or ``"skip"`` for heat-map shifts that are not a multiple of the stride.
         chunk: views per forward pass.
+        groups: ``{index: cluster}``: intervals over clusters.
 
     Returns:
-        ``{"shifts": [0..shifts-1], "n": images, "layers": {name: {"stride": s, "heatmap": (shifts x
-        shifts) mean distance, "mean": mean over Δ != 0, "mean_ci95": [low, high], "mean_on_grid":
-        mean over Δ != 0 multiples of s, "mean_off_grid": mean over the others}}}``.
+        ``{"shifts", "on_grid_shifts": [[dh, dw]], "n", "n_eff", "layers": {name: {"stride", "mean" (on-grid
+        headline or None), "mean_ci95" (Student t), "on_grid_cells", "reason" (when None), "heatmap",
+        "extension": {"method", "mean_off_grid", "mean_all"}}}, "per_image": {"index", layer: [on-grid mean]}}``.
     """
     if fractional not in FRACTIONAL:
         raise ValueError(f"fractional must be one of {', '.join(FRACTIONAL)}, got {fractional!r}")
     if not isinstance(shifts, int) or shifts < 1:
         raise ValueError(f"shifts must be an int >= 1, got {shifts!r}")
+    if not isinstance(on_grid, int) or on_grid < 0:
+        raise ValueError(f"on_grid must be an int >= 0, got {on_grid!r}")
     dev = model_device(model, device)
     hooked = resolve_layers(model, layers)
     names = list(hooked)
-    grid = [(dh, dw) for dh in range(shifts) for dw in range(shifts)]
     strides: dict[str, int] | None = None
+    grid: list[tuple[int, int]] = []
     records: dict[int, np.ndarray] = {}
     with evaluating(model, dev), capture(hooked) as store:
         for images, _labels, indices in iter_batches(batches, dev):
             for image, index in zip(images, indices.tolist()):
+                if strides is None:
+                    model(image[None])
+                    missing = [n for n in names if n not in store]
+                    if missing:
+                        raise ValueError(f"layer(s) {missing} did not run in the model's forward pass")
+                    strides = _strides({n: tuple(store[n].shape[-2:]) for n in names}, tuple(image.shape[-2:]))
+                    grid = _grid_shifts(shifts, strides, on_grid, tuple(image.shape[-2:]))
                 dist = np.full((len(names), len(grid)), np.nan)
                 reference: dict[str, _Shifter] = {}
                 for start in range(0, len(grid), chunk):
                     part = grid[start : start + chunk]
                     model(torch.stack([torch.roll(image, s, dims=(-2, -1)) for s in part]))
-                    if strides is None:
-                        missing = [n for n in names if n not in store]
-                        if missing:
-                            raise ValueError(f"layer(s) {missing} did not run in the model's forward pass")
-                        strides = _strides({n: tuple(store[n].shape[-2:]) for n in names}, tuple(image.shape[-2:]))
                     if start == 0:
                         reference = {n: _Shifter(store[n][0], strides[n], fractional) for n in names}
                     for li, name in enumerate(names):
+                        s = strides[name]
                         for j, (dh, dw) in enumerate(part):
+                            if start + j >= shifts * shifts and (dh % s or dw % s):
+                                continue  # an extra shift off this layer's grid: not needed
                             target = reference[name](dh, dw)
                             if target is not None:
                                 dist[li, start + j] = float(cosine_distance(target[None], store[name][j : j + 1]))
-                records[index] = dist.reshape(len(names), shifts, shifts)
+                records[index] = dist
     records = gather_records(records)
-    stack = np.stack(list(records.values())) if records else np.full((0, len(names), shifts, shifts), np.nan)
+    index = list(records)
+    stack = np.stack(list(records.values())) if records else np.full((0, len(names), len(grid)), np.nan)
+    arr = np.array(grid, dtype=np.int64).reshape(-1, 2)
+    nonzero = (arr[:, 0] != 0) | (arr[:, 1] != 0)
+    in_heat = np.arange(len(grid)) < shifts * shifts
+    clusters = group_list(groups, index)
     out_layers: dict[str, Any] = {}
-    on_grid_mask = np.zeros((shifts, shifts), dtype=bool)
+    per_image: dict[str, Any] = {"index": index}
     for li, name in enumerate(names):
         s = (strides or {}).get(name, 1)
-        idx = np.arange(shifts)
-        on_grid_mask[:] = (idx[:, None] % s == 0) & (idx[None, :] % s == 0)
-        nonzero = np.ones((shifts, shifts), dtype=bool)
-        nonzero[0, 0] = False
-        per_image = stack[:, li]
-        off_zero = np.where(nonzero, per_image, np.nan).reshape(len(stack), -1)
+        on = nonzero & (arr[:, 0] % s == 0) & (arr[:, 1] % s == 0)
+        per = stack[:, li]
         with quiet_nan():
-            mean_all, low, high = mean_ci(np.nanmean(off_zero, axis=1)) if len(stack) else (np.nan,) * 3
+            on_img = np.nanmean(np.where(on[None], per, np.nan), axis=1) if len(stack) else np.zeros(0)
+            heat = np.nanmean(per[:, in_heat], axis=0) if len(stack) else np.full(shifts * shifts, np.nan)
+        heat = heat.reshape(shifts, shifts)
+        entry: dict[str, Any] = {"stride": s, "on_grid_cells": int(on.sum())}
+        if on.any() and len(stack):
+            mean, low, high = mean_ci(on_img, groups=clusters)
+            entry.update({"mean": _num(mean), "mean_ci95": [_num(low), _num(high)]})
+            per_image[name] = on_img.tolist()
+        else:
+            entry.update(
+                {
+                    "mean": None,
+                    "mean_ci95": [None, None],
+                    "reason": f"no on-grid shift: stride {s} and shifts {shifts}, on_grid {on_grid}"
+                    if len(stack)
+                    else "no images",
+                }
+            )
+        off = in_heat & ~((arr[:, 0] % s == 0) & (arr[:, 1] % s == 0))
+        entry["heatmap"] = _nan_to_none(heat)
         with quiet_nan():
-            heat = np.nanmean(per_image, axis=0) if len(stack) else np.full((shifts, shifts), np.nan)
-        out_layers[name] = {
-            "stride": s,
-            "heatmap": _nan_to_none(heat),
-            "mean": _num(mean_all),
-            "mean_ci95": [_num(low), _num(high)],
-            "mean_on_grid": _masked_mean(heat, on_grid_mask & nonzero),
-            "mean_off_grid": _masked_mean(heat, ~on_grid_mask),
+            cells = np.nanmean(per, axis=0) if len(stack) else np.full(len(grid), np.nan)
+        entry["extension"] = {
+            "method": fractional,
+            "mean_off_grid": _masked_mean(cells, off),
+            "mean_all": _masked_mean(cells, in_heat & nonzero),
+            "note": "off-grid cells compare with an ideal band-limited (Fourier) shift of the map: an extension "
+            "of Zhang's on-grid distance",
         }
-    return {"shifts": list(range(shifts)), "n": len(records), "fractional": fractional, "layers": out_layers}
+        out_layers[name] = entry
+    return {
+        "shifts": list(range(shifts)),
+        "on_grid_shifts": [list(d) for d in grid[shifts * shifts :]],
+        "n": len(records),
+        "n_eff": len(set(clusters or index)),
+        "fractional": fractional,
+        "layers": out_layers,
+        "per_image": per_image,
+    }
 
 
 def _num(x: Any) -> float | None:

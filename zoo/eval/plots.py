@@ -17,10 +17,14 @@ from zoo.eval._io import publish
 
 __all__ = [
     "PLOTTERS",
+    "plot_clean",
+    "plot_comparison",
     "plot_consistency",
+    "plot_corruptions",
     "plot_deformation",
     "plot_diagonal",
     "plot_features",
+    "plot_flip",
     "plot_sensitivity",
     "plot_smoothness",
 ]
@@ -65,8 +69,9 @@ def plot_consistency(results: Results, path: Path) -> Path:
     ax.set_ylabel("consistency (%)")
     low = min((r[p]["ci95"][0] for r in results.values() for p in r), default=0.0)
     ax.set_ylim(max(0.0, low - 10), 105)
-    n = next((r[p]["n"] for r in results.values() for p in r), 0)
-    ax.set_title(f"Shift consistency (95% Wilson interval, n={n} images)")
+    first = next((r[p] for r in results.values() for p in r), {})
+    n, n_eff = first.get("n", 0), first.get("n_eff", first.get("n", 0))
+    ax.set_title(f"Shift consistency (95% Wilson interval, n={n} images of {n_eff} photos)", fontsize=10)
     ax.legend(title="protocol")
     return _save(fig, path)
 
@@ -107,20 +112,31 @@ def plot_features(results: Results, path: Path) -> Path:
             name, v = layers[j]
             heat = np.array(v["heatmap"], dtype=float)
             image = ax.imshow(heat, cmap="magma", vmin=0.0, vmax=max(vmax, 1e-12))
-            ax.set_title(f"{name} (s={v['stride']})", fontsize=8)
+            on = "n/a" if v.get("mean") is None else f"{v['mean']:.3f}"
+            ax.set_title(f"{name} (s={v['stride']})\non-grid {on}", fontsize=7)
             if j == 0:
                 ax.set_ylabel(m, fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="feature distance")
-    fig.suptitle("Internal feature distance over shifts (Δh down, Δw across)")
+    fig.suptitle(
+        "Internal feature distance over shifts (Δh down, Δw across); cells off a layer's stride grid are the "
+        "Fourier extension, 'on-grid' is Zhang's figure",
+        fontsize=8,
+    )
     return _save(fig, path)
 
 
 def plot_sensitivity(results: Results, path: Path) -> Path:
-    """P(top-1 change) per protocol / embedding size, bars per model with 95% intervals."""
+    """Left: P(top-1 change) per protocol / embedding size, bars per model with 95% intervals.
+    Right: the embedding-size sweep, P(top-1 change) vs embedded image size per protocol and model."""
     models = list(results)
     settings = list(dict.fromkeys(k for r in results.values() for k in r))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(settings) * len(models)), 3.6))
+    fig, (ax, sweep) = plt.subplots(
+        1,
+        2,
+        figsize=(min(12.0, max(6.0, 0.45 * len(settings) * len(models))) + 4, 3.8),
+        gridspec_kw={"width_ratios": [2.5, 1]},
+    )
     width = 0.8 / max(1, len(models))
     for i, m in enumerate(models):
         xs = [k + (i - (len(models) - 1) / 2) * width for k in range(len(settings))]
@@ -131,10 +147,16 @@ def plot_sensitivity(results: Results, path: Path) -> Path:
             [r["p_change_ci95"][1] - y if r else 0 for y, r in zip(ys, rs)],
         ]
         ax.bar(xs, ys, width, yerr=err, capsize=3, label=m)
-    ax.set_xticks(range(len(settings)), settings, rotation=20)
+        for j, proto in enumerate(dict.fromkeys(r["protocol"] for r in results[m].values() if r["embed_size"])):
+            pts = sorted((r["embed_size"], r["p_change"]) for r in results[m].values() if r["protocol"] == proto)
+            sweep.plot(*zip(*pts), marker="o", linestyle="-:"[i % 2], color=f"C{j}", label=f"{m} {proto}")
+    ax.set_xticks(range(len(settings)), settings, rotation=30, fontsize=7)
     ax.set_ylabel("P(top-1 change)")
-    ax.set_title("1-pixel shift sensitivity (Azulay & Weiss)")
+    ax.set_title("1-pixel shift sensitivity (Azulay & Weiss; 95% Wilson)")
     ax.legend()
+    sweep.set_xlabel("embedded image size (px)")
+    sweep.set_title("embedding-size sweep", fontsize=9)
+    sweep.legend(fontsize=6)
     return _save(fig, path)
 
 
@@ -175,3 +197,95 @@ PLOTTERS = {
     "deformation": plot_deformation,
     "smoothness": plot_smoothness,
 }
+
+
+def plot_clean(results: Results, path: Path) -> Path:
+    """Top-1 / top-5 clean accuracy per model with Wilson intervals (a note when unlabelled)."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(results)), 3.4))
+    models = list(results)
+    labelled = [m for m in models if results[m].get("top1") is not None]
+    for j, key in enumerate(("top1", "top5")):
+        xs = [i + (j - 0.5) * 0.4 for i, m in enumerate(models) if m in labelled]
+        ys = [results[m][key] for m in labelled]
+        err = [[y - results[m][f"{key}_ci95"][0] for y, m in zip(ys, labelled)],
+               [results[m][f"{key}_ci95"][1] - y for y, m in zip(ys, labelled)]]  # fmt: skip
+        ax.bar(xs, ys, 0.4, yerr=err, capsize=3, label=key)
+    if not labelled:
+        ax.text(0.5, 0.5, "no labels: clean accuracy undefined", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks(range(len(models)), models, rotation=15)
+    ax.set_xlim(-0.6, len(models) - 0.4)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title("Clean accuracy (unshifted centre crop, 95% Wilson)")
+    if labelled:
+        ax.legend()
+    return _save(fig, path)
+
+
+def plot_corruptions(results: Results, path: Path) -> Path:
+    """Left: error vs severity per corruption (one line per model); right: CE per corruption."""
+    first = next(iter(results.values()))
+    names = first["corruptions"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1.3]})
+    ax = axes[0]
+    for m, r in results.items():
+        errs = np.array([r["errors"][c] for c in names], dtype=float)  # (C, S)
+        ax.plot(r["severities"], errs.mean(0), marker="o", label=f"{m} (mean over corruptions)")
+        ax.axhline(r["clean_error"], linestyle=":", color=ax.lines[-1].get_color())
+    ax.set_xlabel("severity")
+    ax.set_ylabel("error" if first["reference"] == "label" else "change of the clean top-1")
+    ax.set_xticks(first["severities"])
+    ax.set_title(f"Corruption error (dotted: clean; n={first['n']}, {first['n_eff']} photos)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    width = 0.8 / max(1, len(results))
+    for i, (m, r) in enumerate(results.items()):
+        ce = [r.get("ce", {}).get(c) for c in names]
+        ys = [v if v is not None else np.nan for v in ce]
+        ax.bar(np.arange(len(names)) + (i - (len(results) - 1) / 2) * width, ys, width,
+               label=f"{m}: mCE {r.get('mce') or float('nan'):.1f}")  # fmt: skip
+    ax.axhline(100, color="grey", linewidth=0.8)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(f"CE (% of {first.get('reference_model', 'reference')})")
+    ax.set_title("Corruption error normalised by the reference model", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_flip(results: Results, path: Path) -> Path:
+    """Flip probability per perturbation type (bars per model, Wilson intervals); mFR / mT5D in the legend."""
+    first = next(iter(results.values()))
+    kinds = first["perturbations"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(kinds) * len(results)), 3.6))
+    width = 0.8 / max(1, len(results))
+    for i, (m, r) in enumerate(results.items()):
+        ys = [r["fp"][k] for k in kinds]
+        err = [[y - r["fp_ci95"][k][0] for y, k in zip(ys, kinds)], [r["fp_ci95"][k][1] - y for y, k in zip(ys, kinds)]]
+        mfr, mt5 = r.get("mfr"), r.get("mt5d")
+        label = f"{m}: mFR {mfr:.1f}, mT5D {mt5:.1f}" if mfr is not None and mt5 is not None else m
+        ax.bar(np.arange(len(kinds)) + (i - (len(results) - 1) / 2) * width, ys, width, yerr=err, capsize=3,
+               label=label)  # fmt: skip
+    ax.set_xticks(range(len(kinds)), [f"{k}\n({first['comparison'][k]})" for k in kinds], fontsize=7)
+    ax.set_ylabel("flip probability")
+    ax.set_title(
+        f"Perturbation stability (ImageNet-P protocol, {first['frames']} frames, n={first['n']} images of "
+        f"{first['n_eff']} photos; 95% Wilson)"
+    )
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_comparison(comparison: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Paired differences B - A with 95% intervals, one row per (pair, quantity)."""
+    rows = [(pair, label, v) for pair, items in comparison.items() for label, v in items.items()]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    for k, (_pair, _label, v) in enumerate(rows):
+        lo, hi = v["ci95"]
+        ax.plot([lo, hi], [k, k], color="C0")
+        ax.plot([v["diff"]], [k], "o", color="C0")
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [f"{pair}: {label} (p={v['p']:.3g})" for pair, label, v in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference B - A (95% paired interval)")
+    ax.set_title("Paired comparison of models")
+    return _save(fig, path)

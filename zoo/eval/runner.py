@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,20 +11,19 @@ from typing import Any
 import torch
 import yaml
 from torch import nn
-from tqdm.auto import tqdm
 
 from zoo.eval import consistency as _consistency
-from zoo.eval._dist import is_main, rank_world, shard_positions
-from zoo.eval.data import ImageSource, eval_transform, open_source, stream_batches
+from zoo.eval import report as _report
+from zoo.eval._dist import is_main, rank_world
+from zoo.eval.data import ImageSource, open_source
 from zoo.eval.deformation import deformation_sensitivity, filter_smoothness
 from zoo.eval.features import feature_distance
 from zoo.eval.generation import generation_stability
+from zoo.eval.registry import METRICS, Context, Metric, centre, register
 from zoo.eval.sensitivity import IMAGENET_MEAN, IMAGENET_STD, shift_sensitivity
 
 __all__ = [
-    "CLASSIFIER_METRICS",
     "DEFAULTS_PATH",
-    "GENERATOR_METRICS",
     "EvalModel",
     "load_config",
     "load_models",
@@ -33,9 +31,12 @@ __all__ = [
 ]
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
-CLASSIFIER_METRICS = ("consistency", "diagonal", "features", "sensitivity", "deformation", "smoothness")
-GENERATOR_METRICS = ("generation",)
 PRETRAINED_MODES = ("auto", "required", "none")
+PROTOCOLS = ("seeded", "official")
+# protocol: official = the release's ImageNet script: Resize(256) + CenterCrop(256), two 224 crops at
+# per-batch offsets in 0..31, 5 passes over the data
+OFFICIAL = {"resize": 256, "crop": 256, ("consistency", "max_shift"): 32, ("consistency", "passes"): 5}
+_INT_KEYS = {"batch_size": 1, "num_workers": 0, "seed": 0, "resize": 1, "crop": 1}
 
 
 @dataclass
@@ -62,20 +63,63 @@ def _merge(base: dict[str, Any], over: dict[str, Any], where: str) -> dict[str, 
     return out
 
 
+def _get(config: dict[str, Any], key: Any) -> Any:
+    return config[key[0]][key[1]] if isinstance(key, tuple) else config[key]
+
+
+def _set(config: dict[str, Any], key: Any, value: Any) -> None:
+    if isinstance(key, tuple):
+        config[key[0]][key[1]] = value
+    else:
+        config[key] = value
+
+
+def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> None:
+    if allow_none and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        valid = f"an integer >= {low}" + (" or null" if allow_none else "")
+        raise ValueError(f"{name} must be {valid}, got {value!r}")
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults (``zoo/eval/defaults.yaml``) <- the YAML file ``path`` <- ``overrides``; unknown keys raise."""
-    config = yaml.safe_load(DEFAULTS_PATH.read_text())
+    """Defaults (``zoo/eval/defaults.yaml``) <- the YAML file ``path`` <- ``overrides``; unknown keys raise.
+
+    ``protocol: official`` fixes the release's ImageNet settings (:data:`OFFICIAL`); setting one of
+    them to another value as well is an error.
+    """
+    defaults = yaml.safe_load(DEFAULTS_PATH.read_text())
+    config = defaults
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"eval config {path} not found")
         config = _merge(config, yaml.safe_load(path.read_text()) or {}, "")
     config = _merge(config, overrides or {}, "")
-    unknown = [m for m in config["metrics"] if m not in CLASSIFIER_METRICS + GENERATOR_METRICS]
+    valid = ", ".join(METRICS)
+    if not isinstance(config["metrics"], list):
+        raise ValueError(f"metrics must be a list of metric names ({valid}), got {config['metrics']!r}")
+    unknown = [m for m in config["metrics"] if m not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; valid: {', '.join(CLASSIFIER_METRICS + GENERATOR_METRICS)}")
+        raise ValueError(f"unknown metric(s) {unknown}; valid: {valid}")
     if config["labels"] not in ("auto", "ignore"):
         raise ValueError(f"labels must be 'auto' or 'ignore', got {config['labels']!r}")
+    if config["protocol"] not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {config['protocol']!r}")
+    if config["protocol"] == "official":
+        for key, value in OFFICIAL.items():
+            given = _get(config, key)
+            if given != value and given != _get(defaults, key):
+                name = ".".join(key) if isinstance(key, tuple) else key
+                raise ValueError(
+                    f"protocol: official fixes {name}={value}; drop {name}={given!r} or use protocol: seeded"
+                )
+            _set(config, key, value)
+    for key, low in _INT_KEYS.items():
+        _check_int(key, config[key], low)
+    _check_int("limit", config["limit"], 1, allow_none=True)
+    if config["crop"] > config["resize"]:
+        raise ValueError(f"crop ({config['crop']}) must not exceed resize ({config['resize']})")
     return config
 
 
@@ -135,92 +179,55 @@ def load_models(
     return models
 
 
-@dataclass
-class _Context:
-    source: ImageSource
-    config: dict[str, Any]
-    progress: bool
-    device: str | None
-
-    def limit(self, metric: str | None = None) -> int | None:
-        limits = [self.config["limit"]]
-        if metric is not None:
-            limits.append(self.config[metric].get("limit"))
-        limits = [v for v in limits if v is not None]
-        return min(limits) if limits else None
-
-    def batches(
-        self, model: EvalModel, resize: int, crop: int, metric: str, desc: str, use_labels: bool = False
-    ) -> Iterator[Any]:
-        cfg = self.config
-        limit = self.limit(metric)
-        stream = stream_batches(
-            self.source,
-            eval_transform(resize, crop, model.mean, model.std),
-            batch_size=cfg["batch_size"],
-            limit=limit,
-            shuffle=cfg["shuffle"],
-            seed=cfg["seed"],
-            num_workers=cfg["num_workers"],
-        )
-        n = min(len(self.source), limit or len(self.source))
-        rank, world = rank_world()
-        total = math.ceil(len(shard_positions(n, rank, world)) / cfg["batch_size"])
-        bar = tqdm(
-            stream,
-            total=total,
-            desc=f"{model.name} {desc}",
-            unit="batch",
-            leave=False,
-            disable=not (self.progress and is_main()),
-        )
-        for images, labels, indices in bar:
-            yield images, (labels if use_labels else None), indices
-
-
-def _centre(batches: Iterable[Any], size: int) -> Iterator[Any]:
-    for images, labels, indices in batches:
-        top = (images.shape[-2] - size) // 2
-        left = (images.shape[-1] - size) // 2
-        yield images[..., top : top + size, left : left + size], labels, indices
-
-
-def _use_labels(ctx: _Context, model: EvalModel) -> bool:
-    if ctx.config["labels"] == "ignore":
-        return False
-    classes = getattr(ctx.source, "classes", None)
-    return classes is not None and len(classes) == getattr(model.module, "num_classes", -1)
-
-
-def _run_consistency(ctx: _Context, model: EvalModel) -> dict[str, Any]:
+def _run_consistency(ctx: Context, model: EvalModel) -> dict[str, Any]:
     cfg, out = ctx.config["consistency"], {}
     for protocol in cfg["protocols"]:
-        batches = ctx.batches(
-            model, ctx.config["resize"], ctx.config["crop"], "consistency", protocol, _use_labels(ctx, model)
+        batches: Any = _Restream(
+            lambda p=protocol: ctx.batches(
+                model, ctx.config["resize"], ctx.config["crop"], "consistency", p, ctx.use_labels(model)
+            )
         )
         if protocol == "circular":
-            batches = _centre(batches, ctx.config["crop"] - cfg["max_shift"])
+            batches = centre(batches, ctx.config["crop"] - cfg["max_shift"])
+        official = ctx.config["protocol"] == "official" and protocol == "crop"
         out[protocol] = _consistency.shift_consistency(
             model.module,
             batches,
             protocol=protocol,
             max_shift=cfg["max_shift"],
             seed=ctx.config["seed"],
+            procedure="official" if official else "seeded",
+            passes=cfg["passes"],
+            groups=ctx.groups("consistency"),
             device=ctx.device,
         )
     return out
 
 
-def _run_diagonal(ctx: _Context, model: EvalModel) -> dict[str, Any]:
+class _Restream:
+    """A re-iterable stream: every ``iter()`` starts the data stream again (for multi-pass protocols)."""
+
+    def __init__(self, make: Callable[[], Iterable[Any]]) -> None:
+        self.make = make
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.make())
+
+
+def _run_diagonal(ctx: Context, model: EvalModel) -> dict[str, Any]:
     batches = ctx.batches(
-        model, ctx.config["resize"], ctx.config["crop"], "diagonal", "diagonal", _use_labels(ctx, model)
+        model, ctx.config["resize"], ctx.config["crop"], "diagonal", "diagonal", ctx.use_labels(model)
     )
     return _consistency.diagonal_shift_curve(
-        model.module, batches, max_shift=ctx.config["diagonal"]["max_shift"], device=ctx.device
+        model.module,
+        batches,
+        max_shift=ctx.config["diagonal"]["max_shift"],
+        groups=ctx.groups("diagonal"),
+        device=ctx.device,
     )
 
 
-def _run_features(ctx: _Context, model: EvalModel) -> dict[str, Any]:
+def _run_features(ctx: Context, model: EvalModel) -> dict[str, Any]:
     cfg = ctx.config["features"]
     batches = ctx.batches(model, cfg["size"], cfg["size"], "features", "features")
     return feature_distance(
@@ -228,12 +235,14 @@ def _run_features(ctx: _Context, model: EvalModel) -> dict[str, Any]:
         batches,
         layers=cfg["layers"],
         shifts=cfg["shifts"],
+        on_grid=cfg["on_grid"],
         fractional=cfg["fractional"],
+        groups=ctx.groups("features"),
         device=ctx.device,
     )
 
 
-def _run_sensitivity(ctx: _Context, model: EvalModel) -> dict[str, Any]:
+def _run_sensitivity(ctx: Context, model: EvalModel) -> dict[str, Any]:
     cfg, out = ctx.config["sensitivity"], {}
     for protocol in cfg["protocols"]:
         for embed in [None] if protocol == "crop" else cfg["embed_sizes"]:
@@ -249,12 +258,13 @@ def _run_sensitivity(ctx: _Context, model: EvalModel) -> dict[str, Any]:
                 mean=model.mean,
                 std=model.std,
                 inpaint_iterations=cfg["inpaint_iterations"],
+                groups=ctx.groups("sensitivity"),
                 device=ctx.device,
             )
     return out
 
 
-def _run_deformation(ctx: _Context, model: EvalModel) -> dict[str, Any]:
+def _run_deformation(ctx: Context, model: EvalModel) -> dict[str, Any]:
     cfg = ctx.config["deformation"]
     batches = ctx.batches(model, cfg["size"], cfg["size"], "deformation", "deformation")
     return deformation_sensitivity(
@@ -265,36 +275,103 @@ def _run_deformation(ctx: _Context, model: EvalModel) -> dict[str, Any]:
         layers=cfg["layers"],
         seed=ctx.config["seed"],
         bootstrap=cfg["bootstrap"],
+        groups=ctx.groups("deformation"),
         device=ctx.device,
     )
 
 
-def _run_smoothness(ctx: _Context, model: EvalModel) -> dict[str, Any]:
+def _run_smoothness(ctx: Context, model: EvalModel) -> dict[str, Any]:
     return filter_smoothness(model.module)
 
 
-def _run_generation(ctx: _Context, model: EvalModel) -> dict[str, Any]:
+def generator_range(cfg: dict[str, Any]) -> tuple[float, float, float]:
+    """``(low, high, data_range)`` of a generator's pixels from ``generation.input_range`` / ``data_range``."""
+    rng = cfg["input_range"]
+    if not (isinstance(rng, (list, tuple)) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng)):
+        raise ValueError(f"generation.input_range must be [low, high], e.g. [-1, 1] or [0, 1], got {rng!r}")
+    low, high = float(rng[0]), float(rng[1])
+    if not high > low:
+        raise ValueError(f"generation.input_range needs low < high, got {rng!r}")
+    data_range = cfg["data_range"] if cfg["data_range"] is not None else high - low
+    return low, high, float(data_range)
+
+
+def _run_generation(ctx: Context, model: EvalModel) -> dict[str, Any]:
     cfg = ctx.config["generation"]
+    low, high, data_range = generator_range(cfg)
+    # pixels in [0, 1] -> (x - mean) / std in [low, high]
+    model = copy.copy(model)
+    model.mean, model.std = (-low / (high - low),) * 3, (1.0 / (high - low),) * 3
     batches = ctx.batches(model, cfg["size"], cfg["size"], "generation", "generation")
-    return generation_stability(
+    out = generation_stability(
         model.module,
         batches,
         max_shift=cfg["max_shift"],
-        data_range=cfg["data_range"],
+        data_range=data_range,
         seed=ctx.config["seed"],
         device=ctx.device,
     )
+    out["input_range"] = [low, high]
+    return out
 
 
-RUNNERS: dict[str, Callable[[_Context, EvalModel], dict[str, Any]]] = {
-    "consistency": _run_consistency,
-    "diagonal": _run_diagonal,
-    "features": _run_features,
-    "sensitivity": _run_sensitivity,
-    "deformation": _run_deformation,
-    "smoothness": _run_smoothness,
-    "generation": _run_generation,
-}
+def _register_builtin() -> None:
+    from zoo.eval.plots import PLOTTERS
+
+    def table(name: str) -> Any:
+        return _report.TABLES[name]
+
+    def plot(name: str) -> Any:
+        return PLOTTERS[name]
+
+    specs: list[tuple[str, Callable[[Context, EvalModel], dict[str, Any]], str]] = [
+        ("consistency", _run_consistency, "classifier"),
+        ("diagonal", _run_diagonal, "classifier"),
+        ("features", _run_features, "classifier"),
+        ("sensitivity", _run_sensitivity, "classifier"),
+        ("deformation", _run_deformation, "classifier"),
+        ("smoothness", _run_smoothness, "classifier"),
+        ("generation", _run_generation, "generator"),
+    ]
+    for name, run, kind in specs:
+        register(
+            Metric(
+                name,
+                run,
+                kind,
+                headline=lambda r, n=name: _headline(n, r),
+                rows=table(name),
+                plot=PLOTTERS.get(name),
+                paired=_PAIRED.get(name),
+            )
+        )
+
+
+def _paired_consistency(r: dict[str, Any]) -> dict[str, tuple[str, dict[int, float]]]:
+    return {
+        f"consistency {p}": ("binary", dict(zip(v["per_image"]["index"], v["per_image"]["agree"])))
+        for p, v in r.items()
+        if "per_image" in v and v.get("procedure") != "official"
+    }
+
+
+def _paired_features(r: dict[str, Any]) -> dict[str, tuple[str, dict[int, float]]]:
+    index = r["per_image"]["index"]
+    return {
+        f"feature distance {k} (on-grid)": ("continuous", dict(zip(index, r["per_image"][k])))
+        for k in r["layers"]
+        if k in r["per_image"]
+    }
+
+
+def _paired_sensitivity(r: dict[str, Any]) -> dict[str, tuple[str, dict[int, float]]]:
+    return {
+        f"P(top-1 change) {k}": ("continuous", dict(zip(v["per_image"]["index"], v["per_image"]["p_change"])))
+        for k, v in r.items()
+    }
+
+
+_PAIRED = {"consistency": _paired_consistency, "features": _paired_features, "sensitivity": _paired_sensitivity}
 
 
 def run_eval(
@@ -325,7 +402,7 @@ def run_eval(
             config["data"], split=config["split"], image_key=config["image_key"], label_key=config["label_key"]
         )
     )
-    ctx = _Context(source, config, progress, device)
+    ctx = Context(source, config, progress, device)
     results: dict[str, Any] = {
         "config": config,
         "data": {
@@ -337,33 +414,64 @@ def run_eval(
     }
     for model in models:
         entry: dict[str, Any] = {"weights": model.weights, "kind": model.kind}
-        for metric in config["metrics"]:
-            applies = metric in (GENERATOR_METRICS if model.kind == "generator" else CLASSIFIER_METRICS)
-            if not applies:
+        for name in config["metrics"]:
+            metric = METRICS[name]
+            if metric.kind != model.kind:
                 if is_main():
-                    log(f"skip {metric} for {model.name}: not a metric of {model.kind}s")
+                    log(f"skip {name} for {model.name}: not a metric of {model.kind}s")
                 continue
-            entry[metric] = RUNNERS[metric](ctx, model)
-            if is_main():
-                log(f"{model.name} {metric}: {_headline(metric, entry[metric])}")
+            entry[name] = metric.run(ctx, model)
+            if is_main() and metric.headline is not None and metric.finalize is None:
+                log(f"{model.name} {name}: {metric.headline(entry[name])}")
         results["models"][model.name] = entry
+    for name in config["metrics"]:
+        metric = METRICS[name]
+        by_model = {m: e[name] for m, e in results["models"].items() if name in e}
+        if metric.finalize is not None and by_model:
+            metric.finalize(by_model, config)
+            if is_main() and metric.headline is not None:
+                for m, r in by_model.items():
+                    log(f"{m} {name}: {metric.headline(r)}")
+    results["comparison"] = compare(results, ctx)
+    if is_main():
+        for pair, items in results["comparison"].items():
+            for label, v in items.items():
+                log(f"{pair}: {label} {v['diff']:+.4g} [{v['ci95'][0]:+.4g}, {v['ci95'][1]:+.4g}] p={v['p']:.3g}")
     if out_dir is not None and is_main():
-        from zoo.eval.report import write_report
-
-        for path in write_report(results, Path(out_dir)):
+        for path in _report.write_report(results, Path(out_dir)):
             log(f"wrote {path}")
     return results
+
+
+def compare(results: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """The paired comparison of every pair of models on every metric that exposes per-image outcomes."""
+    from zoo.eval.compare import compare_models
+
+    per_model: dict[str, dict[str, Any]] = {}
+    for model, entry in results["models"].items():
+        quantities: dict[str, Any] = {}
+        for name in ctx.config["metrics"]:
+            metric = METRICS[name]
+            if name in entry and metric.paired is not None:
+                quantities.update(metric.paired(entry[name]))
+        per_model[model] = quantities
+    groups = ctx.groups(None)
+    cfg = ctx.config["compare"]
+    return compare_models(per_model, groups, rounds=cfg["bootstrap"], seed=ctx.config["seed"])
 
 
 def _headline(metric: str, r: dict[str, Any]) -> str:
     if metric == "consistency":
         return ", ".join(
-            f"{p} {v['consistency']:.2f}% [{v['ci95'][0]:.1f}, {v['ci95'][1]:.1f}] (n={v['n']})" for p, v in r.items()
+            f"{p} {v['consistency']:.2f}% [{v['ci95'][0]:.1f}, {v['ci95'][1]:.1f}] (n={v['n']}, {v['n_eff']} photos)"
+            for p, v in r.items()
         )
     if metric == "diagonal":
         return f"mean P over shifts {sum(r['prob']) / max(1, len(r['prob'])):.4f} (n={r['n']})"
     if metric == "features":
-        return ", ".join(f"{k} {v['mean']:.4f}" for k, v in r["layers"].items() if v["mean"] is not None)
+        return "on-grid " + ", ".join(
+            f"{k} {v['mean']:.4f}" if v["mean"] is not None else f"{k} n/a" for k, v in r["layers"].items()
+        )
     if metric == "sensitivity":
         return ", ".join(f"{k} {v['p_change']:.3f}" for k, v in r.items())
     if metric == "deformation":
@@ -373,3 +481,9 @@ def _headline(metric: str, r: dict[str, Any]) -> str:
     if metric == "generation":
         return f"PSNR {r['psnr']:.2f} dB (n={r['n']})"
     return ""
+
+
+_register_builtin()
+from zoo.eval import clean as _clean  # noqa: E402,F401  (each registers its metric)
+from zoo.eval import corruptions as _corruptions  # noqa: E402,F401
+from zoo.eval import flip as _flip  # noqa: E402,F401

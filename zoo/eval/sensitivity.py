@@ -3,13 +3,16 @@ the prediction, under four ways of moving the image (REFERENCE.md section 4).
 
 - ``crop``: a window moves by (1, 1) px per frame inside the larger image;
 - ``black``: the image, shrunk to ``embed_size``, is pasted on a black canvas and moved;
-- ``inpaint``: as ``black``, with the background filled by iterated blurring of the image's border;
+- ``black_mean``: as ``black`` on a canvas of zeros in normalised space (the dataset's mean grey),
+  the variant of Azulay & Weiss's published code;
+- ``inpaint``: as ``black``, with the whole background filled from the image's border (a
+  coarse-to-fine push-pull fill, then iterated blurring);
 - ``scale``: the embedded image (black background, centred) grows by 1 px per frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,11 +22,12 @@ from torch import Tensor, nn
 
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
 from zoo.eval._dist import gather_records
-from zoo.eval._stats import mean_ci
+from zoo.eval._stats import mean_ci, proportion_ci
+from zoo.eval.consistency import group_list
 
 __all__ = ["SENSITIVITY_PROTOCOLS", "frame_sensitivity", "make_frames", "shift_sensitivity"]
 
-SENSITIVITY_PROTOCOLS = ("crop", "black", "inpaint", "scale")
+SENSITIVITY_PROTOCOLS = ("crop", "black", "black_mean", "inpaint", "scale")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -32,14 +36,27 @@ def _resize(image: Tensor, size: int) -> Tensor:
     return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
-def inpaint_background(canvas: Tensor, known: Tensor, iterations: int = 60) -> Tensor:
-    """Fill the pixels where ``known`` is False by iterated blurring (known pixels reset each step).
+def _push_pull(canvas: Tensor, weight: Tensor) -> Tensor:
+    """Fill every pixel with weight 0 from a coarser level of the weighted image pyramid (recursive)."""
+    if min(canvas.shape[-2:]) <= 1 or bool((weight > 0).all()):
+        return canvas
+    h, w = canvas.shape[-2:]
+    ph, pw = h % 2, w % 2
+    sums = F.avg_pool2d(F.pad((canvas * weight)[None], (0, pw, 0, ph)), 2, ceil_mode=True)[0]
+    wsum = F.avg_pool2d(F.pad(weight[None], (0, pw, 0, ph)), 2, ceil_mode=True)[0]
+    coarse = _push_pull(sums / wsum.clamp_min(1e-12), (wsum > 0).to(canvas.dtype))
+    up = F.interpolate(coarse[None], scale_factor=2, mode="bilinear", align_corners=False)[0][..., :h, :w]
+    return torch.where(weight > 0, canvas, up)
 
-    Unknown pixels start at the mean colour of the known ones; each step blurs with a 5x5 box filter
-    (replicate padding), so the border colours diffuse outwards.
+
+def inpaint_background(canvas: Tensor, known: Tensor, iterations: int = 60) -> Tensor:
+    """Fill the pixels where ``known`` is False from the known ones, over the whole canvas.
+
+    A push-pull fill (each unknown pixel takes the value of the nearest coarser pyramid level that
+    has known pixels) extends the border colours to every corner; ``iterations`` steps of a 5x5 box
+    blur (replicate padding, known pixels reset each step) then smooth the seams.
     """
-    mean = (canvas * known).sum((-2, -1), keepdim=True) / known.sum().clamp_min(1)
-    fill = torch.where(known, canvas, mean.expand_as(canvas))
+    fill = _push_pull(canvas, known.to(canvas.dtype))
     for _ in range(iterations):
         blurred = F.avg_pool2d(F.pad(fill[None], (2, 2, 2, 2), mode="replicate"), 5, stride=1)[0]
         fill = torch.where(known, canvas, blurred)
@@ -60,7 +77,7 @@ def make_frames(
 
     ``canvas`` defaults to ``H - frames + 1`` for ``crop`` and ``H`` otherwise; ``embed_size``
     (black/inpaint/scale; None = half the canvas). ``background`` is the per-channel value of
-    black in normalized units.
+    black in normalized units (``black_mean`` always uses 0, the mean grey).
     """
     if protocol not in SENSITIVITY_PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(SENSITIVITY_PROTOCOLS)}")
@@ -79,6 +96,8 @@ def make_frames(
             f"{protocol} protocol: an image of {embed} px moved/grown {frames - 1} px does not fit a {size} px "
             f"canvas; valid embed sizes are 1..{size - frames + 1}"
         )
+    if protocol == "black_mean":
+        background = [0.0] * image.shape[0]
     bg = torch.as_tensor(background, dtype=image.dtype, device=image.device).reshape(-1, 1, 1)
     out = []
     small = _resize(image, embed)
@@ -126,14 +145,17 @@ def shift_sensitivity(
     std: Sequence[float] = IMAGENET_STD,
     inpaint_iterations: int = 60,
     chunk: int = 64,
+    groups: Mapping[int, Hashable] | None = None,
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Azulay & Weiss sensitivity of ``model`` to 1-pixel moves (see :func:`make_frames`).
 
     ``mean``/``std`` are the normalization of the images (black = ``-mean / std``).
 
-    Returns ``{"p_change", "p_change_ci95", "mac", "mac_ci95", "n" (images), "pairs", "protocol",
-    "embed_size", "frames"}``: means over images of the per-image rates, normal 95% intervals clipped to [0, 1].
+    Returns ``{"p_change", "p_change_ci95", "mac", "mac_ci95", "n" (images), "n_eff", "pairs", "protocol",
+    "embed_size", "frames", "per_image"}``: ``p_change`` is the pooled rate over all frame pairs with a
+    Wilson interval (cluster design effect; never [0, 0]); ``mac`` a mean with a Student-t interval over
+    images (clusters with ``groups``).
     """
     dev = model_device(model, device)
     background = [-m / s for m, s in zip(mean, std)]
@@ -153,14 +175,18 @@ def shift_sensitivity(
                 records[index] = frame_sensitivity(model, seq, chunk)
     records = gather_records(records)
     table = np.array(list(records.values()), dtype=np.float64).reshape(-1, 2)
-    p, p_lo, p_hi = mean_ci(table[:, 0])
-    m, m_lo, m_hi = mean_ci(table[:, 1])
+    index = list(records)
+    clusters = group_list(groups, index)
+    prop = proportion_ci(table[:, 0] * (frames - 1), np.full(len(table), frames - 1.0), clusters)
+    m, m_lo, m_hi = mean_ci(table[:, 1], groups=clusters)
     return {
-        "p_change": float(p),
-        "p_change_ci95": [max(0.0, float(p_lo)), min(1.0, float(p_hi))],  # both are in [0, 1]
+        "p_change": float(prop["p"]),
+        "p_change_ci95": prop["ci95"],
         "mac": float(m),
-        "mac_ci95": [max(0.0, float(m_lo)), min(1.0, float(m_hi))],
+        "mac_ci95": [float(np.clip(m_lo, 0.0, 1.0)), float(np.clip(m_hi, 0.0, 1.0))],  # NaN stays NaN
         "n": len(records),
+        "n_eff": len(set(clusters or index)),
+        "per_image": {"index": index, "p_change": table[:, 0].tolist(), "mac": table[:, 1].tolist()},
         "pairs": len(records) * (frames - 1),
         "protocol": protocol,
         "embed_size": None if protocol == "crop" else embed_size,

@@ -197,7 +197,7 @@ def evaluate(
             consistency=res["consistency"],
             consistency_low=res["ci95"][0],
             consistency_high=res["ci95"][1],
-            shifted_top1=res.get("top1"),
+            shifted_top1=res.get("top1_crops", res.get("top1_rolled")),  # accuracy of the shifted views
             max_shift=max_shift,
         )
     model.train(was_training)
