@@ -170,14 +170,18 @@ def blur_reference(
         return x[:, :, ::sh, ::sw]
     channels, h, w = _static_chw(x)
     mode = blur_fast.resolve_pad_mode(pad_mode, pads, h, w)
-    if mode == "zero":
-        x = F.pad(x, pads, mode="constant", value=0.0)
-    else:
-        x = F.pad(x, pads, mode=mode)
     weight = filt.to(dtype=x.dtype).expand(channels, 1, pads[2] + pads[3] + 1, pads[0] + pads[1] + 1)
+    tracing = False
     if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only a bare is_scripting() branch)
         if torch.jit.is_tracing():  # a constant weight: the legacy ONNX exporter then knows the conv's shape
             weight = blur_fast.traced_constant(weight)
+            tracing = True
+    if tracing:
+        x = blur_fast.traced_pad(x, pads, mode, h, w)
+    elif mode == "zero":
+        x = F.pad(x, pads, mode="constant", value=0.0)
+    else:
+        x = F.pad(x, pads, mode=mode)
     return F.conv2d(x, weight, stride=stride, groups=channels)
 
 

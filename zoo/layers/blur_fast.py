@@ -38,8 +38,10 @@ __all__ = [
     "recompile_limit",
     "records_autograd",
     "resolve_pad_mode",
+    "source_index",
     "static_int",
     "traced_constant",
+    "traced_pad",
     "untraced",
 ]
 
@@ -54,6 +56,20 @@ def resolve_pad_mode(pad_mode: str, pads: tuple[int, int, int, int], h: int, w: 
     return pad_mode
 
 
+def source_index(pos: Tensor, n: int, mode: str) -> tuple[Tensor, Tensor]:
+    """The padding rule as an index map: positions ``pos`` of the padded axis (``0..n-1`` inside) -> source
+    positions in ``0..n-1``, and whether each one is inside the map (``False`` only for zero-padded taps)."""
+    inside = (pos >= 0) & (pos < n)
+    if mode == "reflect":
+        pos = pos.abs()
+        pos = torch.where(pos >= n, 2 * (n - 1) - pos, pos)
+    elif mode == "circular":
+        pos = torch.remainder(pos, n)
+    else:  # replicate, and zero (whose outside taps are masked by the caller)
+        pos = pos.clamp(0, n - 1)
+    return pos, inside if mode == "zero" else torch.ones_like(inside)
+
+
 def _build_band(n: int, taps: Tensor, stride: int, lo: int, hi: int, mode: str) -> Tensor:
     """``(n, n_out)`` matrix of "pad (lo, hi) with ``mode``, correlate with ``taps``, subsample"."""
     k = taps.shape[0]
@@ -61,16 +77,8 @@ def _build_band(n: int, taps: Tensor, stride: int, lo: int, hi: int, mode: str) 
     cols = torch.arange(n_out, device=taps.device).unsqueeze(1).expand(n_out, k)
     pos = cols * stride - lo + torch.arange(k, device=taps.device).unsqueeze(0)
     weight = taps.unsqueeze(0).expand(n_out, k)
-    if mode == "reflect":
-        pos = pos.abs()
-        pos = torch.where(pos >= n, 2 * (n - 1) - pos, pos)
-    elif mode == "circular":
-        pos = torch.remainder(pos, n)
-    elif mode == "zero":
-        weight = torch.where((pos >= 0) & (pos < n), weight, torch.zeros_like(weight))
-        pos = pos.clamp(0, n - 1)
-    else:  # replicate
-        pos = pos.clamp(0, n - 1)
+    pos, inside = source_index(pos, n, mode)
+    weight = torch.where(inside, weight, torch.zeros_like(weight))
     band = torch.zeros(n, n_out, dtype=taps.dtype, device=taps.device)
     return band.index_put_((pos.reshape(-1), cols.reshape(-1)), weight.reshape(-1), accumulate=True)
 
@@ -114,6 +122,22 @@ def static_int(size: int | Tensor) -> int:
         return size
     with untraced():
         return int(size)
+
+
+def traced_pad(x: Tensor, pads: tuple[int, int, int, int], mode: str, h: int, w: int) -> Tensor:
+    """``F.pad`` as constant-index gathers (zero padding: plus a constant mask), for traced graphs.
+
+    The legacy ONNX exporter loses the padded map's size through its ``Pad`` op (a later
+    ``adaptive_avg_pool2d`` then cannot be exported); ``Gather`` with constant indices keeps every
+    shape static. Same values as ``F.pad`` (``mode`` is resolved).
+    """
+    with untraced():  # constants of the traced graph
+        idx_h, in_h = source_index(torch.arange(-pads[2], h + pads[3]), h, mode)
+        idx_w, in_w = source_index(torch.arange(-pads[0], w + pads[1]), w, mode)
+        outside = ~(in_h[:, None] & in_w[None, :])
+        idx_h, idx_w, outside = idx_h.to(x.device), idx_w.to(x.device), outside.to(x.device)
+    x = x.index_select(2, idx_h).index_select(3, idx_w)
+    return x.masked_fill(outside, 0.0) if mode == "zero" else x
 
 
 def _eager_band(
