@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from zoo.io import atomic_path
+
 __all__ = ["compile_report", "downgrade_opset_18_to_17", "onnx_max_abs_diff", "to_onnx"]
 
 _REDUCE_OPS = frozenset(
@@ -84,15 +86,9 @@ def to_onnx(
     if opset == 17:
         downgrade_opset_18_to_17(proto)
     onnx.checker.check_model(proto, full_check=True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def _constant_values(graph: Any) -> dict[str, Any]:

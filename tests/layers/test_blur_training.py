@@ -13,14 +13,6 @@ from zoo.layers import BlurConv2d, BlurPool2d, MaxBlurPool2d, binomial_filter
 from zoo.layers import blur as blur_mod
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _saved_during(fn, *args) -> tuple[torch.Tensor, list[torch.Tensor]]:  # type: ignore[no-untyped-def]
     saved: list[torch.Tensor] = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from zoo.io import atomic_write
 
 # The issues' targets (CPU, 2 threads, 224 px, fp32, batch 8, default eager mode unless said).
 MODEL_TARGETS: list[dict] = [  # inference: zoo / torchvision
@@ -19,21 +19,6 @@ TRAIN_TARGETS: list[dict] = [  # training step, NCHW: zoo / torchvision
 TRAIN_VS_OFFICIAL = 1.05  # training step: zoo / official in every layout (5% noise)
 LAYER_FLOOR_TARGET = 3.0  # BlurPool2d, x the copy-bound floor (forward: fastest mode; forward+backward: fast)
 MEMORY_TARGET = 0.90  # zoo training-step peak / official
-
-
-def atomic_write(path: Path, data: str | bytes) -> Path:
-    """Write via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _layout(cl: bool) -> str:

@@ -1,31 +1,8 @@
-"""Reusable anti-aliasing layers."""
+"""Reusable anti-aliasing layers: the modules and their dispatch (:mod:`zoo.layers.blur`) over the kernels
+(:mod:`zoo.layers.kernels`)."""
 
-from zoo.layers.blur import (
-    BLUR_MODES,
-    PAD_MODES,
-    BlurConv2d,
-    BlurPool2d,
-    MaxBlurPool2d,
-    binomial_filter,
-    blur_mode,
-    blur_padding,
-    check_filter_size,
-    get_blur_mode,
-    normalize_pad_mode,
-    set_blur_mode,
-)
+from zoo.layers import blur, kernels
+from zoo.layers.blur import *  # noqa: F403 (the public names are blur.__all__)
 
-__all__ = [
-    "BLUR_MODES",
-    "PAD_MODES",
-    "BlurConv2d",
-    "BlurPool2d",
-    "MaxBlurPool2d",
-    "binomial_filter",
-    "blur_mode",
-    "blur_padding",
-    "check_filter_size",
-    "get_blur_mode",
-    "normalize_pad_mode",
-    "set_blur_mode",
-]
+__all__ = list(blur.__all__)
+_MODULES = (blur, kernels)  # submodules reachable as zoo.layers.blur / zoo.layers.kernels

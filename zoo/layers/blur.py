@@ -13,13 +13,16 @@ maps (e.g. 2x2 or 1x1 at the end of a network on a 32 px input) from crashing.
 Implementations (``BLUR_MODES``), all with the reference outputs up to float rounding (<= 1e-6):
 
 * ``"fast"`` (default): CPU float32/float64 use two banded GEMMs with the padding folded in
-  (see :mod:`zoo.layers.blur_fast`; in training a custom autograd function whose backward is the
+  (see :mod:`zoo.layers.kernels`; in training a custom autograd function whose backward is the
   transposed banded product) and a dense max from shifted slices (``max_pool2d`` when autograd
   records); other devices and dtypes use the reference ops (cuDNN's depthwise convolution is the
   fast GPU path).
 * ``"reference"``: pad, depthwise ``conv2d``, ``max_pool2d``: the straightforward implementation.
 * ``"compiled"``: the separable blur compiled by ``torch.compile`` into one fused loop (needs a
   C++ compiler on CPU; compiles once per input shape).
+
+The kernels live in :mod:`zoo.layers.kernels`; this module holds the modules and the one dispatch
+(``_route``) that picks a kernel per call from the mode, the device/dtype, tracing and ``torch.compile``.
 
 Select one globally with ``set_blur_mode("compiled")`` (or the ``ZOO_BLUR_MODE`` environment
 variable, or the ``blur_mode(...)`` context manager), or per layer with ``impl=...``. Inside
@@ -29,19 +32,23 @@ variable, or the ``blur_mode(...)`` context manager), or per layer with ``impl=.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from collections.abc import Iterator
+from typing import Optional
 
 import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.layers import blur_fast
-
-PAD_MODES: tuple[str, ...] = ("reflect", "replicate", "zero", "circular")
-_PAD_ALIASES = {"refl": "reflect", "repl": "replicate", "zeros": "zero", "constant": "zero"}
+from zoo.layers import kernels
+from zoo.layers.kernels import (
+    PAD_MODES,
+    binomial_filter,
+    blur_padding,
+    check_filter_size,
+    normalize_pad_mode,
+)
 
 __all__ = [
     "BLUR_MODES",
@@ -52,6 +59,7 @@ __all__ = [
     "binomial_filter",
     "blur_mode",
     "blur_padding",
+    "check_filter_size",
     "get_blur_mode",
     "normalize_pad_mode",
     "set_blur_mode",
@@ -106,94 +114,52 @@ def _pair(value: int | tuple[int, int], what: str) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
-def check_filter_size(filter_size: int) -> int:
-    """Validate a blur filter size (any int >= 1) and return it."""
-    if isinstance(filter_size, bool) or not isinstance(filter_size, int) or filter_size < 1:
-        raise ValueError(
-            f"filter_size must be an integer >= 1 (1 = plain subsampling, 2 = Rect-2, 3 = Tri-3, "
-            f"4 = Tri-4, 5 = Bin-5, ...), got {filter_size!r}"
-        )
-    return filter_size
+def _route(impl: str, x: Optional[Tensor] = None) -> str:
+    """The one dispatch: which kernel family runs this call.
 
-
-def normalize_pad_mode(pad_mode: str) -> str:
-    """Return the canonical pad mode name, accepting the official aliases ('refl', 'repl')."""
-    mode = _PAD_ALIASES.get(pad_mode, pad_mode)
-    if mode not in PAD_MODES:
-        raise ValueError(f"unknown pad_mode {pad_mode!r}; valid modes: {', '.join(PAD_MODES)}")
-    return mode
-
-
-def binomial_filter(filter_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Normalised 2-D binomial filter of shape ``(k, k)``: ``outer(a, a)`` with ``a_i = C(k-1, i) / 2^(k-1)``.
-
-    Each 1-D tap is one correctly rounded division of exact integers, so the filter stays finite for
-    any ``k`` (the tails of very large filters underflow to 0); for small ``k`` the taps are dyadic
-    and the filter is exact.
+    ``"reference"`` (pad + depthwise conv, ``max_pool2d``), ``"inline"`` (inside ``torch.compile(model)``:
+    trace the fusable slice form, no graph break), ``"compiled"`` (the slice form through our own
+    ``torch.compile``) or ``"fast"`` (banded GEMMs, dense max; CPU float32/float64 only, else reference).
+    TorchScript has no ``torch.compile``: there ``compiled`` already became ``fast`` (``_layer_mode``).
+    Without ``x`` (``torch.fx`` proxies cannot be inspected) the device/dtype fallback is left to the kernel call.
     """
-    k = check_filter_size(filter_size)
-    total = 2 ** (k - 1)
-    row = torch.tensor([math.comb(k - 1, i) / total for i in range(k)], dtype=torch.float64)
-    return torch.outer(row, row).to(dtype)
-
-
-def blur_padding(filter_size: int) -> tuple[int, int, int, int]:
-    """Official padding ``(left, right, top, bottom)`` for a filter of size ``k``."""
-    k = check_filter_size(filter_size)
-    lo, hi = (k - 1) // 2, k // 2  # floor((k-1)/2), ceil((k-1)/2)
-    return lo, hi, lo, hi
-
-
-def _use_fast_kernels(x: Tensor) -> bool:
-    return x.device.type == "cpu" and (x.dtype == torch.float32 or x.dtype == torch.float64) and x.dim() == 4
-
-
-def _static_chw(x: Tensor) -> tuple[int, int, int]:
-    """``(C, H, W)`` of ``x`` as ints, also under ``torch.jit.trace`` and the legacy ONNX exporter.
-
-    There sizes can be traced 0-dim tensors; the blur depends on them (bands, padding fallback,
-    group count), so the traced graph is specialised to the traced C, H, W (the batch stays free).
-    """
-    c, h, w = x.shape[-3], x.shape[-2], x.shape[-1]
-    if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only a bare is_scripting() branch)
-        if torch.jit.is_tracing():
-            c, h, w = blur_fast.static_int(c), blur_fast.static_int(h), blur_fast.static_int(w)
-    return c, h, w
-
-
-def blur_reference(
-    x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[int, int, int, int], pad_mode: str
-) -> Tensor:
-    """The straightforward implementation: pad, then depthwise ``conv2d`` with ``filt`` at ``stride``."""
-    sh, sw = stride
-    if pads == (0, 0, 0, 0):  # filter size 1 (the pads, static ints, encode k: lo + hi = k - 1)
-        return x[:, :, ::sh, ::sw]
-    channels, h, w = _static_chw(x)
-    mode = blur_fast.resolve_pad_mode(pad_mode, pads, h, w)
-    weight = filt.to(dtype=x.dtype).expand(channels, 1, pads[2] + pads[3] + 1, pads[0] + pads[1] + 1)
-    tracing = False
-    if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only a bare is_scripting() branch)
-        if torch.jit.is_tracing():  # a constant weight: the legacy ONNX exporter then knows the conv's shape
-            weight = blur_fast.traced_constant(weight)
-            tracing = True
-    if tracing:
-        x = blur_fast.traced_pad(x, pads, mode, h, w)
-    elif mode == "zero":
-        x = F.pad(x, pads, mode="constant", value=0.0)
-    else:
-        x = F.pad(x, pads, mode=mode)
-    return F.conv2d(x, weight, stride=stride, groups=channels)
+    if impl == "reference":
+        return "reference"
+    if not torch.jit.is_scripting():
+        if torch.compiler.is_compiling():
+            return "inline"
+        if impl == "compiled":
+            return "compiled"
+    if x is not None and not kernels.use_fast_kernels(x):
+        return "reference"
+    return "fast"
 
 
 _COMPILED: dict = {}
 
 
+@contextlib.contextmanager
+def recompile_limit(limit: int) -> Iterator[None]:
+    """Let ``torch.compile`` keep up to ``limit`` shape specialisations of the blur kernels.
+
+    Each blur layer of a network sees another shape; the default limit (8) is below the count of a
+    ResNet at two batch sizes and two memory formats.
+    """
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    if getattr(config, name, limit) >= limit:
+        yield
+        return
+    with config.patch({name: limit}):
+        yield
+
+
 def _run_compiled(name: str, *args):  # type: ignore[no-untyped-def]
-    """Run ``blur_fast.<name>`` through ``torch.compile`` (compiled once, specialised per shape)."""
+    """Run ``kernels.<name>`` through ``torch.compile`` (compiled once, specialised per shape)."""
     fn = _COMPILED.get(name)
     if fn is None:
-        fn = _COMPILED[name] = torch.compile(getattr(blur_fast, name), dynamic=False)
-    with blur_fast.recompile_limit(64):
+        fn = _COMPILED[name] = torch.compile(getattr(kernels, name), dynamic=False)
+    with recompile_limit(64):
         return fn(*args)
 
 
@@ -211,18 +177,17 @@ def blur_downsample(
     ``impl`` is one of ``BLUR_MODES``; every implementation gives the reference outputs. A leaf for
     ``torch.fx`` tracing: the small-map fallback below branches on the input shape.
     """
-    if impl == "reference" or pads == (0, 0, 0, 0):
-        return blur_reference(x, filt, stride, pads, pad_mode)
-    _, h, w = _static_chw(x)
-    mode = blur_fast.resolve_pad_mode(pad_mode, pads, h, w)
-    if not torch.jit.is_scripting():
-        if torch.compiler.is_compiling():  # inside torch.compile(model): trace the fusable form
-            return blur_fast.blur_slices(x, filt, stride, pads, mode)
-        if impl == "compiled":
+    route = _route(impl, x)
+    if route == "reference" or pads == (0, 0, 0, 0):
+        return kernels.blur_reference(x, filt, stride, pads, pad_mode)
+    _, h, w = kernels.static_chw(x)
+    mode = kernels.resolve_pad_mode(pad_mode, pads, h, w)
+    if not torch.jit.is_scripting():  # TorchScript routes only to fast/reference
+        if route == "inline":
+            return kernels.blur_slices(x, filt, stride, pads, mode)
+        if route == "compiled":
             return _run_compiled("blur_slices", x, filt, stride, pads, mode)
-    if _use_fast_kernels(x):
-        return blur_fast.blur_matmul(x, filt, stride, pads, mode)
-    return blur_reference(x, filt, stride, pads, pad_mode)
+    return kernels.blur_matmul(x, filt, stride, pads, mode)
 
 
 @torch.fx.wrap
@@ -234,16 +199,9 @@ def dense_max_pool(x: Tensor, kernel_size: int, padding: int, impl: str = "fast"
     backward of chained ``torch.maximum`` replays one saved mask per tap) or ``impl="reference"``.
     Traced graphs always take the slices.
     """
-    if impl == "reference" or not _use_fast_kernels(x) or blur_fast.records_autograd(x):
+    if _route(impl, x) == "reference" or not kernels.use_fast_kernels(x) or kernels.records_autograd(x):
         return F.max_pool2d(x, kernel_size, stride=1, padding=padding)
-    return blur_fast.dense_max(x, kernel_size, padding)
-
-
-def _compiled_max_blur(x: Tensor, kernel_size: int, padding: int, blur: BlurPool2d) -> Tensor:
-    if torch.compiler.is_compiling():
-        args = (x, kernel_size, padding, blur.filt, blur.stride, blur.pads, blur.pad_mode)
-        return blur_fast.max_blur_slices(*args)
-    return _run_compiled("max_blur_slices", x, kernel_size, padding, blur.filt, blur.stride, blur.pads, blur.pad_mode)
+    return kernels.dense_max(x, kernel_size, padding)
 
 
 class BlurPool2d(nn.Module):
@@ -310,8 +268,15 @@ class MaxBlurPool2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         impl = _layer_mode(self.blur.impl)
         if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only a bare is_scripting() branch)
-            if (impl == "compiled" or torch.compiler.is_compiling()) and self.blur.filter_size > 1:
-                return _compiled_max_blur(x, self.kernel_size, self.padding, self.blur)
+            if self.blur.filter_size > 1:
+                route = _route(impl)
+                b = self.blur
+                if route == "inline":  # one fusable function for the caller's torch.compile
+                    return kernels.max_blur_slices(x, self.kernel_size, self.padding, b.filt, b.stride, b.pads,
+                                                   b.pad_mode)  # fmt: skip
+                if route == "compiled":
+                    return _run_compiled("max_blur_slices", x, self.kernel_size, self.padding, b.filt, b.stride,
+                                         b.pads, b.pad_mode)  # fmt: skip
         x = dense_max_pool(x, self.kernel_size, self.padding, impl)
         return self.blur(x)
 

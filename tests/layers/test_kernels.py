@@ -9,19 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import zoo
-from zoo.layers import BlurConv2d, BlurPool2d, MaxBlurPool2d, binomial_filter, blur_fast, blur_padding
+from zoo.layers import BlurConv2d, BlurPool2d, MaxBlurPool2d, binomial_filter, blur_padding, kernels
 from zoo.layers import blur as blur_mod
 
 TOL = 1e-6
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 PAD_MODES = ("reflect", "replicate", "zero", "circular")
@@ -67,8 +58,8 @@ def test_fast_and_slices_equal_reference(k: int, pad_mode: str, stride: tuple[in
         assert fast.shape == ref.shape
         assert (fast - ref).abs().max().item() <= TOL, (k, pad_mode, stride, h, w)
         if k > 1:
-            mode = blur_fast.resolve_pad_mode(pad_mode, pads, h, w)
-            slices = blur_fast.blur_slices(x, filt, stride, pads, mode)
+            mode = kernels.resolve_pad_mode(pad_mode, pads, h, w)
+            slices = kernels.blur_slices(x, filt, stride, pads, mode)
             assert (slices - ref).abs().max().item() <= TOL, (k, pad_mode, stride, h, w)
 
 

@@ -1,5 +1,9 @@
-"""Fast kernels behind ``BlurPool2d`` / ``MaxBlurPool2d`` (same outputs as the reference, <= 1e-6).
+"""Blur kernels behind ``BlurPool2d`` / ``MaxBlurPool2d`` / ``BlurConv2d``: every implementation, one module.
 
+* Filters and the padding rule: ``binomial_filter`` (finite for any ``k``), ``blur_padding`` (the official
+  ``(floor((k-1)/2), ceil((k-1)/2))``), ``resolve_pad_mode`` (``replicate`` when a map is too small for
+  reflect/circular), ``source_index`` (the padding as an index map) and ``pad`` (``F.pad`` with it).
+* ``blur_reference``: pad, depthwise ``conv2d``; the straightforward implementation.
 * ``blur_matmul``: the binomial filter is separable and its padding is a fixed index map, so each
   axis of "pad, blur, subsample" is one small banded matrix ``B`` (``n x n_out``) with the padding
   folded in (reflected/replicated/wrapped taps are summed into the right rows, zero-padded taps
@@ -16,11 +20,14 @@
   ``max_pool2d``, whose backward is one scatter). Same values; differentiated through
   ``torch.compile``, exact ties share the gradient instead of giving it to one input (both are
   valid subgradients).
+
+Which kernel runs is decided in one place, :func:`zoo.layers.blur.blur_downsample`'s dispatch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from functools import lru_cache
 
@@ -29,21 +36,70 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "PAD_MODES",
     "band_matrix",
     "banded_product",
+    "binomial_filter",
     "blur_matmul",
+    "blur_padding",
+    "blur_reference",
     "blur_slices",
+    "check_filter_size",
     "dense_max",
     "max_blur_slices",
-    "recompile_limit",
+    "normalize_pad_mode",
+    "pad",
     "records_autograd",
     "resolve_pad_mode",
     "source_index",
+    "static_chw",
     "static_int",
     "traced_constant",
     "traced_pad",
     "untraced",
+    "use_fast_kernels",
 ]
+
+PAD_MODES: tuple[str, ...] = ("reflect", "replicate", "zero", "circular")
+_PAD_ALIASES = {"refl": "reflect", "repl": "replicate", "zeros": "zero", "constant": "zero"}
+
+
+def check_filter_size(filter_size: int) -> int:
+    """Validate a blur filter size (any int >= 1) and return it."""
+    if isinstance(filter_size, bool) or not isinstance(filter_size, int) or filter_size < 1:
+        raise ValueError(
+            f"filter_size must be an integer >= 1 (1 = plain subsampling, 2 = Rect-2, 3 = Tri-3, "
+            f"4 = Tri-4, 5 = Bin-5, ...), got {filter_size!r}"
+        )
+    return filter_size
+
+
+def normalize_pad_mode(pad_mode: str) -> str:
+    """Return the canonical pad mode name, accepting the official aliases ('refl', 'repl')."""
+    mode = _PAD_ALIASES.get(pad_mode, pad_mode)
+    if mode not in PAD_MODES:
+        raise ValueError(f"unknown pad_mode {pad_mode!r}; valid modes: {', '.join(PAD_MODES)}")
+    return mode
+
+
+def binomial_filter(filter_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Normalised 2-D binomial filter of shape ``(k, k)``: ``outer(a, a)`` with ``a_i = C(k-1, i) / 2^(k-1)``.
+
+    Each 1-D tap is one correctly rounded division of exact integers, so the filter stays finite for
+    any ``k`` (the tails of very large filters underflow to 0); for small ``k`` the taps are dyadic
+    and the filter is exact.
+    """
+    k = check_filter_size(filter_size)
+    total = 2 ** (k - 1)
+    row = torch.tensor([math.comb(k - 1, i) / total for i in range(k)], dtype=torch.float64)
+    return torch.outer(row, row).to(dtype)
+
+
+def blur_padding(filter_size: int) -> tuple[int, int, int, int]:
+    """Official padding ``(left, right, top, bottom)`` for a filter of size ``k``."""
+    k = check_filter_size(filter_size)
+    lo, hi = (k - 1) // 2, k // 2  # floor((k-1)/2), ceil((k-1)/2)
+    return lo, hi, lo, hi
 
 
 def resolve_pad_mode(pad_mode: str, pads: tuple[int, int, int, int], h: int, w: int) -> str:
@@ -54,6 +110,13 @@ def resolve_pad_mode(pad_mode: str, pads: tuple[int, int, int, int], h: int, w: 
     if pad_mode == "circular" and (biggest > h or biggest > w):
         return "replicate"
     return pad_mode
+
+
+def pad(x: Tensor, pads: tuple[int, int, int, int], mode: str) -> Tensor:
+    """``F.pad`` with a resolved blur pad mode (``zero`` is constant 0)."""
+    if mode == "zero":
+        return F.pad(x, pads, mode="constant", value=0.0)
+    return F.pad(x, pads, mode=mode)
 
 
 def source_index(pos: Tensor, n: int, mode: str) -> tuple[Tensor, Tensor]:
@@ -216,10 +279,7 @@ def blur_matmul(x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[in
 
 def blur_slices(x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[int, int, int, int], mode: str) -> Tensor:
     """Pad, then separable sum of strided slices (vertical pass first); ``mode`` is resolved."""
-    if mode == "zero":
-        x = F.pad(x, pads, mode="constant", value=0.0)
-    else:
-        x = F.pad(x, pads, mode=mode)
+    x = pad(x, pads, mode)
     taps_h, taps_w = _taps(filt)
     taps_h, taps_w = taps_h.to(x.dtype), taps_w.to(x.dtype)
     kh, kw = filt.shape[-2], filt.shape[-1]
@@ -270,17 +330,36 @@ def max_blur_slices(
     return blur_slices(x, filt, stride, pads, mode)
 
 
-@contextlib.contextmanager
-def recompile_limit(limit: int) -> Iterator[None]:
-    """Let ``torch.compile`` keep up to ``limit`` shape specialisations of the blur kernels.
+def use_fast_kernels(x: Tensor) -> bool:
+    """Whether the banded-GEMM / dense-max kernels apply: CPU float32/float64 NCHW-shaped input."""
+    return x.device.type == "cpu" and (x.dtype == torch.float32 or x.dtype == torch.float64) and x.dim() == 4
 
-    Each blur layer of a network sees another shape; the default limit (8) is below the count of a
-    ResNet at two batch sizes and two memory formats.
+
+def static_chw(x: Tensor) -> tuple[int, int, int]:
+    """``(C, H, W)`` of ``x`` as ints, also under ``torch.jit.trace`` and the legacy ONNX exporter.
+
+    There sizes can be traced 0-dim tensors; the blur depends on them (bands, padding fallback,
+    group count), so the traced graph is specialised to the traced C, H, W (the batch stays free).
     """
-    config = torch._dynamo.config
-    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-    if getattr(config, name, limit) >= limit:
-        yield
-        return
-    with config.patch({name: limit}):
-        yield
+    c, h, w = x.shape[-3], x.shape[-2], x.shape[-1]
+    if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only a bare is_scripting() branch)
+        if torch.jit.is_tracing():
+            c, h, w = static_int(c), static_int(h), static_int(w)
+    return c, h, w
+
+
+def blur_reference(
+    x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[int, int, int, int], pad_mode: str
+) -> Tensor:
+    """The straightforward implementation: pad, then depthwise ``conv2d`` with ``filt`` at ``stride``."""
+    sh, sw = stride
+    if pads == (0, 0, 0, 0):  # filter size 1 (the pads, static ints, encode k: lo + hi = k - 1)
+        return x[:, :, ::sh, ::sw]
+    channels, h, w = static_chw(x)
+    mode = resolve_pad_mode(pad_mode, pads, h, w)
+    weight = filt.to(dtype=x.dtype).expand(channels, 1, pads[2] + pads[3] + 1, pads[0] + pads[1] + 1)
+    if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips only a bare is_scripting() branch)
+        if torch.jit.is_tracing():  # constant weight and pad indices: the legacy ONNX exporter keeps static shapes
+            weight = traced_constant(weight)
+            return F.conv2d(traced_pad(x, pads, mode, h, w), weight, stride=stride, groups=channels)
+    return F.conv2d(pad(x, pads, mode), weight, stride=stride, groups=channels)
