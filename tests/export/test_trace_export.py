@@ -85,6 +85,15 @@ def test_legacy_onnx_resnet18_matches_eager(mode: str) -> None:
         assert legacy_onnx_max_diff(model, x, (x3,)) < 1e-4
 
 
+@pytest.mark.parametrize("pad_mode", PAD_MODES)
+def test_legacy_onnx_reference_padding_keeps_static_shapes(pad_mode: str) -> None:
+    """VGG/AlexNet's case in miniature: a blur in reference mode before an adaptive pool exports exactly."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), BlurPool2d(4, 4, 2, pad_mode), nn.AdaptiveAvgPool2d(7))
+    with blur_mode("reference"):
+        assert legacy_onnx_max_diff(model.eval(), torch.randn(2, 3, 28, 28), (torch.randn(3, 3, 28, 28),)) < 1e-4
+
+
 def test_legacy_onnx_refuses_inexact_adaptive_pool_loudly() -> None:
     """Not a blur matter, but no silent wrong model either: torch's exporter raises for AlexNet at 64 px."""
     model, x, _ = _family_case("alexnet_aa4", "reflect", 0)
