@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.models import densenet, mobilenet, resnet, vgg
-from zoo.models._interface import ZooModel
+from zoo.models._contract import ZooModel
 
 FILTER_SIZES: tuple[int, ...] = (2, 3, 4, 5)
 DEFAULT_FILTER_SIZE = 4
