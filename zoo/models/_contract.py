@@ -99,6 +99,7 @@ class ZooModel(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0 (0 = no classifier), got {num_classes!r}")
         self.name = name
+        self.classifier_name = type(self).classifier_name  # an instance attribute: TorchScript reads it
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = float(drop_rate)

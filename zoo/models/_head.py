@@ -37,6 +37,7 @@ class PoolFcModel(ZooModel):
 
     def _set_pool(self, global_pool: str) -> None:
         self.global_pool = make_global_pool(global_pool)
+        self.head_dropout = type(self).head_dropout  # an instance attribute: TorchScript reads it
 
     def _classifier_in_features(self) -> int:
         return self.num_features * self.global_pool.feat_mult()
