@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ _BUILD_KWARGS = ("num_classes", "in_chans", "drop_rate", "global_pool", "filter_
 
 
 def _model_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> dict[str, Any]:
-    accepted = set(inspect.signature(entry.cls.__init__).parameters) - {"self", "name"} - set(entry.variant)
+    accepted = entry.cls.build_args() - set(entry.variant)
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise TypeError(

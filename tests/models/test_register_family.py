@@ -22,31 +22,19 @@ class ToyNet(PoolFcModel):
     first_conv = "features.0"
     classifier_name = "fc"
 
-    def __init__(
-        self,
-        name: str = "toynet",
-        width: int = 8,
-        num_classes: int = 10,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        global_pool: str = "avg",
-        filter_size: int | None = 4,
-        pad_mode: str = "reflect",
-        aa_stem: bool = False,
-    ) -> None:
-        super().__init__(name, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
-        pool = nn.MaxPool2d(2, 2) if filter_size is None else MaxBlurPool2d(width, 2, 2, 0, filter_size, self.pad_mode)
+    def __init__(self, name: str = "toynet", width: int = 8, **common: Any) -> None:
+        super().__init__(name, **common)  # num_classes, in_chans, drop_rate, global_pool, filter_size, ...
+        k = self.filter_size
+        pool = nn.MaxPool2d(2, 2) if k is None else MaxBlurPool2d(width, 2, 2, 0, k, self.pad_mode)
         self.features = nn.Sequential(
-            nn.Conv2d(in_chans, width, 3, padding=1), nn.ReLU(inplace=True), pool, nn.Conv2d(width, 2 * width, 3)
+            nn.Conv2d(self.in_chans, width, 3, padding=1), nn.ReLU(inplace=True), pool, nn.Conv2d(width, 2 * width, 3)
         )
         self.feature_info = [
             dict(num_chs=width, reduction=2, module="features.2"),
             dict(num_chs=2 * width, reduction=2, module="features.3"),
         ]
         self.num_features = self.head_hidden_size = 2 * width
-        self._set_pool(global_pool)
-        self._set_classifier(num_classes)
-        self._finish()
+        self._finish()  # global pool + fc, min_input_size, weight init
 
     def _min_size(self) -> int:
         return 6  # the unpadded 3x3 conv after the 2x subsampling needs a 3x3 map

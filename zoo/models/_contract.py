@@ -4,19 +4,25 @@ A family (one module: a ``ZooModel`` subclass plus a ``VARIANTS`` table) provide
 
 - the **trunk**: child modules registered in the order they run (``conv1 ... layer4`` or one
   ``features`` Sequential), keeping torchvision's names so state-dict keys are torchvision's;
-- the **head**: a ``global_pool`` module and the classifier registered after the trunk (mixins in
-  ``zoo.models._head``), with ``classifier_name`` naming the final fc and ``first_conv`` the first conv;
+- its own arguments, passing the common ones on: ``__init__(self, name, ..., **common)`` then
+  ``super().__init__(name, **common)`` (``num_classes``, ``in_chans``, ``drop_rate``, ``global_pool``,
+  ``filter_size``, ``pad_mode``, ``aa_stem``; validated here, read back as ``self.num_classes`` etc.);
+- the **head**, by inheriting ``PoolFcModel`` or ``MlpHeadModel`` (``zoo.models._head``): ``global_pool`` is
+  always the pool module (``global_pool_type`` its name), ``classifier_name`` names the final fc and
+  ``first_conv`` the first conv; the blur comes from ``self.blur(channels, stride)``;
 - ``feature_info`` (``dict(num_chs, reduction, module)`` per level), ``num_features``, ``head_hidden_size``;
 - ``_min_size()`` when the net needs more than 1x1 pixels;
-- then a call to ``self._finish(...)``: it sets ``min_input_size`` and initialises the weights.
+- then a call to ``self._finish(...)``: the head's pool (and fc), ``min_input_size``, the weight init.
 
 The base derives ``forward_features`` (and activation checkpointing), ``trunk``, ``forward_intermediates``,
-``forward``, the input check, the default ``pretrained_cfg`` and argument validation.
+``forward``, ``get_classifier``, ``reset_classifier``, the input check, the default ``pretrained_cfg``,
+``build_args`` (what ``zoo.create`` accepts) and argument validation.
 """
 
 # No ``from __future__ import annotations`` here: fx copies the annotations of ``ZooModel.forward``
 # into the code of a traced graph, and TorchScript cannot resolve them as strings ('_Tensor_').
 
+import inspect
 import numbers
 from typing import Any
 
@@ -78,13 +84,15 @@ class ZooModel(nn.Module):
     def __init__(
         self,
         name: str,
-        num_classes: int,
-        in_chans: int,
-        drop_rate: float,
-        filter_size: int | None,
-        pad_mode: str,
-        aa_stem: bool,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        global_pool: str = "avg",
+        filter_size: int | None = 4,
+        pad_mode: str = "reflect",
+        aa_stem: bool = False,
     ) -> None:
+        """The build arguments every family takes (a family passes them on as ``**common``)."""
         super().__init__()
         if not isinstance(aa_stem, bool):
             raise ValueError(f"aa_stem must be True or False, got {aa_stem!r}")
@@ -106,6 +114,7 @@ class ZooModel(nn.Module):
         self.filter_size = filter_size
         self.pad_mode = normalize_pad_mode(pad_mode)
         self.aa_stem = aa_stem
+        self.global_pool_type = global_pool  # the pool's name; ``global_pool`` is the module (set by the head)
         self.grad_checkpointing = False
         self.pretrained_cfg = {}
         self.feature_info = []
@@ -127,6 +136,16 @@ class ZooModel(nn.Module):
             first_conv=self.first_conv,
             classifier=self.classifier_name,
         )
+
+    @classmethod
+    def build_args(cls) -> set[str]:
+        """The keyword arguments a family's constructor accepts (its own and the common ones)."""
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass) and issubclass(klass, ZooModel):
+                params = inspect.signature(klass.__init__).parameters.values()
+                names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        return names - {"self", "name"}
 
     @property
     def cfg_pool_size(self) -> int:
@@ -165,7 +184,10 @@ class ZooModel(nn.Module):
         return 1
 
     def _finish(self, **init: Any) -> None:
-        """End of a family's ``__init__``: the minimum input size, then ``init_weights(self, **init)``."""
+        """End of a family's ``__init__``: the head's pool (and a ``PoolFcModel``'s fc), the minimum input
+        size, then ``init_weights(self, **init)``."""
+        self._set_pool(self.global_pool_type)
+        self._add_classifier()
         self.min_input_size = self._min_size()
         init_weights(self, **init)
 
@@ -262,6 +284,9 @@ class ZooModel(nn.Module):
 
     def _classifier_in_features(self) -> int:
         raise NotImplementedError
+
+    def _add_classifier(self) -> None:
+        """Heads whose fc the base creates (``PoolFcModel``) do it here; an MLP head is the family's."""
 
     def _set_classifier(self, num_classes: int) -> None:
         """Put a fresh fc (``Identity`` for 0 classes) at ``classifier_name``."""

@@ -29,18 +29,22 @@ def make_global_pool(global_pool: str) -> SelectAdaptivePool2d:
 class PoolFcModel(ZooModel):
     """Global pool, dropout (``drop_rate``, when ``head_dropout``), then a single fc.
 
-    ``global_pool=''`` keeps the map unpooled (timm's convention). The family registers its fc with
-    ``self._set_classifier(self.num_classes)`` after ``self._set_pool(global_pool)``.
+    ``global_pool=''`` keeps the map unpooled (timm's convention). ``_finish`` adds the fc at
+    ``classifier_name``.
     """
 
     head_dropout = True
 
     def _set_pool(self, global_pool: str) -> None:
         self.global_pool = make_global_pool(global_pool)
+        self.global_pool_type = global_pool
         self.head_dropout = type(self).head_dropout  # an instance attribute: TorchScript reads it
 
     def _classifier_in_features(self) -> int:
         return self.num_features * self.global_pool.feat_mult()
+
+    def _add_classifier(self) -> None:
+        self._set_classifier(self.num_classes)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.global_pool(x)

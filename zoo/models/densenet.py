@@ -70,15 +70,10 @@ class DenseNet(PoolFcModel):
         block_config: tuple[int, ...] = (6, 12, 24, 16),
         num_init_features: int = 64,
         bn_size: int = 4,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        global_pool: str = "avg",
-        filter_size: int | None = 4,
-        pad_mode: str = "reflect",
-        aa_stem: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(name, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
+        super().__init__(name, **common)
+        in_chans, filter_size, aa_stem = self.in_chans, self.filter_size, self.aa_stem
         aa = filter_size is not None
         stem: list[tuple[str, nn.Module]] = [
             ("conv0", nn.Conv2d(in_chans, num_init_features, 7, stride=1 if aa_stem else 2, padding=3, bias=False)),
@@ -116,8 +111,6 @@ class DenseNet(PoolFcModel):
         self.features.add_module("relu5", nn.ReLU(inplace=True))  # torchvision's F.relu after features
         self.feature_info.append(dict(num_chs=chans, reduction=reduction, module="features.relu5"))
         self.num_features = self.head_hidden_size = chans
-        self._set_pool(global_pool)
-        self._set_classifier(num_classes)
         self._finish(conv_mode="fan_in", conv_nonlinearity="leaky_relu", linear="zero_bias")
 
     def _min_size(self) -> int:

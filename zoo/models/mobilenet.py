@@ -99,15 +99,10 @@ class MobileNetV2(_MobileNet):
         self,
         name: str = "mobilenet_v2",
         width_mult: float = 1.0,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.2,
-        global_pool: str = "avg",
-        filter_size: int | None = 4,
-        pad_mode: str = "reflect",
-        aa_stem: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(name, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
+        super().__init__(name, **{"drop_rate": 0.2, **common})
+        num_classes, in_chans, filter_size, aa_stem = self.num_classes, self.in_chans, self.filter_size, self.aa_stem
         chans = make_divisible(32 * width_mult)
         last = make_divisible(1280 * max(1.0, width_mult))
         stem_filter = filter_size if aa_stem else None
@@ -127,7 +122,6 @@ class MobileNetV2(_MobileNet):
         self._record(len(layers) - 1, last, reduction)
         self.features = nn.Sequential(*layers)
         self.num_features = self.head_hidden_size = last
-        self._set_pool(global_pool)
         self.classifier = nn.Sequential(nn.Dropout(p=self.drop_rate), make_linear(last, num_classes))
         self._finish(conv_nonlinearity="leaky_relu")
 
@@ -185,15 +179,10 @@ class MobileNetV3(_MobileNet):
         setting: list[tuple[Any, ...]] | None = None,
         last_channel: int = 1280,
         width_mult: float = 1.0,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.2,
-        global_pool: str = "avg",
-        filter_size: int | None = 4,
-        pad_mode: str = "reflect",
-        aa_stem: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(name, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
+        super().__init__(name, **{"drop_rate": 0.2, **common})
+        num_classes, in_chans, filter_size, aa_stem = self.num_classes, self.in_chans, self.filter_size, self.aa_stem
         setting = setting if setting is not None else _V3_LARGE
         norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
         acts = {"RE": nn.ReLU, "HS": nn.Hardswish}
@@ -216,7 +205,6 @@ class MobileNetV3(_MobileNet):
         self.features = nn.Sequential(*layers)
         hidden = make_divisible(last_channel * width_mult)
         self.num_features, self.head_hidden_size = head_in, hidden
-        self._set_pool(global_pool)
         self.classifier = nn.Sequential(
             nn.Linear(head_in, hidden),
             nn.Hardswish(inplace=True),

@@ -114,15 +114,10 @@ class ResNet(PoolFcModel):
         layers: tuple[int, ...] = (3, 4, 6, 3),
         groups: int = 1,
         width_per_group: int = 64,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        global_pool: str = "avg",
-        filter_size: int | None = 4,
-        pad_mode: str = "reflect",
-        aa_stem: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(name, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
+        super().__init__(name, **common)
+        in_chans, filter_size, aa_stem = self.in_chans, self.filter_size, self.aa_stem
         block_cls = _BLOCKS[block]
         aa = filter_size is not None
         self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=1 if aa_stem else 2, padding=3, bias=False)
@@ -158,8 +153,6 @@ class ResNet(PoolFcModel):
             inplanes = out
             self.feature_info.append(dict(num_chs=out, reduction=4 * 2**i, module=f"layer{i + 1}"))
         self.num_features = self.head_hidden_size = inplanes
-        self._set_pool(global_pool)
-        self._set_classifier(num_classes)
         self._finish(linear="keep")
 
     def _min_size(self) -> int:

@@ -62,15 +62,10 @@ class VGG(MlpHeadModel):
         pool_size: int = 7,
         hidden: int = 4096,
         dropout_first: bool = False,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.5,
-        global_pool: str = "avg",
-        filter_size: int | None = 4,
-        pad_mode: str = "reflect",
-        aa_stem: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(name, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
+        super().__init__(name, **{"drop_rate": 0.5, **common})
+        num_classes, in_chans, filter_size = self.num_classes, self.in_chans, self.filter_size
         spec = spec if spec is not None else _vgg_spec(_VGG_CFGS["vgg16"])
         self.spec = spec
         layers: list[nn.Module] = []
@@ -106,7 +101,6 @@ class VGG(MlpHeadModel):
         for pos in (0, 3) if dropout_first else (2, 5):
             mlp.insert(pos, nn.Dropout(p=self.drop_rate))
         self.classifier = nn.Sequential(*mlp, make_linear(hidden, num_classes))
-        self._set_pool(global_pool)
         self._finish()
 
     @property
