@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.models import densenet, mobilenet, resnet, vgg
-from zoo.models._interface import ZooModel
+from zoo.models._contract import ZooModel
 
 FILTER_SIZES: tuple[int, ...] = (2, 3, 4, 5)
 DEFAULT_FILTER_SIZE = 4
@@ -52,6 +52,24 @@ def _build_table() -> dict[str, ModelEntry]:
 
 REGISTRY: dict[str, ModelEntry] = _build_table()
 ARCHS: tuple[str, ...] = tuple(dict.fromkeys(e.arch for e in REGISTRY.values()))
+
+
+def register_family(family: str, cls: type[ZooModel] | None, variants: dict[str, dict[str, Any]]) -> list[str]:
+    """Add a model family (its class and variant table) to the table of names; returns the new names.
+
+    ``cls`` may be ``None`` when every variant names its class under ``"cls"``. Registered names are
+    ``{arch}`` and ``{arch}_aa{K}`` for every ``K`` in ``FILTER_SIZES``, exactly as for the built-in families.
+    """
+    global ARCHS
+    taken = sorted(set(variants) & set(ARCHS))
+    if family in _FAMILIES or taken:
+        raise ValueError(f"family {family!r} or architecture(s) {', '.join(taken) or '-'} already registered")
+    _FAMILIES[family] = (cls, variants)
+    new = _build_table()
+    added = [name for name in new if name not in REGISTRY]
+    REGISTRY.update({name: new[name] for name in added})
+    ARCHS = tuple(dict.fromkeys(e.arch for e in REGISTRY.values()))
+    return added
 
 
 def list_models(pattern: str | None = None, antialiased: bool | None = None) -> list[str]:

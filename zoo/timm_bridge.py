@@ -38,7 +38,7 @@ from timm.models._builder import pretrained_cfg_for_features
 from torch import nn
 
 from zoo.builder import build_model
-from zoo.models._interface import ZooModel
+from zoo.models._contract import ZooModel
 from zoo.registry import REGISTRY, ModelEntry, get_entry
 from zoo.weights.errors import CorruptWeightsError
 from zoo.weights.load import check_config

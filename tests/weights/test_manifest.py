@@ -58,7 +58,7 @@ def test_covers_all_59_official_files_with_their_hash_prefix():
 
 def test_published_figures_match_the_paper():
     manifest = load_manifest()
-    known = {  # REFERENCE.md section 3
+    known = {  # published figures: docs/placement.md
         "resnet50_aa4.in1k_ft": (77.41, 91.32),
         "resnet18_aa4.in1k_ft": (71.67, 88.36),
         "alexnet_aa4.in1k_ft": (56.94, 83.31),

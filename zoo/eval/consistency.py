@@ -1,5 +1,5 @@
 """Classification consistency under shifts (Zhang 2019 crop protocol, APS circular protocol) and
-diagonal-shift curves. Definitions: REFERENCE.md section 4 / docs/eval.md.
+diagonal-shift curves. Definitions: docs/eval.md.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """1-pixel shift sensitivity (Azulay & Weiss, JMLR 2019): how often a 1-pixel diagonal move changes
-the prediction, under four ways of moving the image (REFERENCE.md section 4).
+the prediction, under four ways of moving the image (definitions: docs/eval.md).
 
 - ``crop``: a window moves by (1, 1) px per frame inside the larger image;
 - ``black``: the image, shrunk to ``embed_size``, is pasted on a black canvas and moved;

@@ -1,6 +1,6 @@
 """Model families: one class per family plus a table of variants."""
 
-from zoo.models._interface import ZooModel
+from zoo.models._contract import ZooModel
 from zoo.models.densenet import DenseNet
 from zoo.models.mobilenet import MobileNetV2, MobileNetV3
 from zoo.models.resnet import ResNet

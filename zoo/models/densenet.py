@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.layers import BlurPool2d, MaxBlurPool2d
-from zoo.models._head import make_global_pool, make_linear
-from zoo.models._interface import ZooModel, checkpoint_seq
+from zoo.layers import MaxBlurPool2d
+from zoo.models._head import PoolFcModel
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "densenet121": dict(growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64),
@@ -54,7 +53,7 @@ class DenseBlock(nn.ModuleDict):
         return torch.cat(features, 1)
 
 
-class DenseNet(ZooModel):
+class DenseNet(PoolFcModel):
     """DenseNet family; ``filter_size=None`` is torchvision's model, an int the anti-aliased one.
 
     ``drop_rate`` is the dense layers' dropout (torchvision's ``drop_rate``).
@@ -62,23 +61,19 @@ class DenseNet(ZooModel):
 
     first_conv = "features.conv0"
     classifier_name = "classifier"
+    head_dropout = False  # drop_rate is the dense layers' dropout
 
     def __init__(
         self,
-        arch: str = "densenet121",
+        name: str = "densenet121",
         growth_rate: int = 32,
         block_config: tuple[int, ...] = (6, 12, 24, 16),
         num_init_features: int = 64,
         bn_size: int = 4,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        global_pool: str = "avg",
-        filter_size: int | None = 4,
-        pad_mode: str = "reflect",
-        aa_stem: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(arch, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
+        super().__init__(name, **common)
+        in_chans, filter_size, aa_stem = self.in_chans, self.filter_size, self.aa_stem
         aa = filter_size is not None
         stem: list[tuple[str, nn.Module]] = [
             ("conv0", nn.Conv2d(in_chans, num_init_features, 7, stride=1 if aa_stem else 2, padding=3, bias=False)),
@@ -86,7 +81,7 @@ class DenseNet(ZooModel):
             ("relu0", nn.ReLU(inplace=True)),
         ]
         if aa_stem:
-            stem.append(("aa0", BlurPool2d(num_init_features, filter_size, 2, self.pad_mode)))
+            stem.append(("aa0", self.blur(num_init_features)))
         if aa:
             stem.append(("pool0", MaxBlurPool2d(num_init_features, 3, 2, 1, filter_size, self.pad_mode)))
         else:
@@ -100,7 +95,7 @@ class DenseNet(ZooModel):
             chans += depth * growth_rate
             if i < len(block_config) - 1:
                 self.feature_info.append(dict(num_chs=chans, reduction=reduction, module=f"features.denseblock{i + 1}"))
-                pool = BlurPool2d(chans // 2, filter_size, 2, self.pad_mode) if aa else nn.AvgPool2d(2, 2)
+                pool = self.blur(chans // 2) if aa else nn.AvgPool2d(2, 2)
                 transition = nn.Sequential(
                     OrderedDict(
                         norm=nn.BatchNorm2d(chans),
@@ -116,37 +111,8 @@ class DenseNet(ZooModel):
         self.features.add_module("relu5", nn.ReLU(inplace=True))  # torchvision's F.relu after features
         self.feature_info.append(dict(num_chs=chans, reduction=reduction, module="features.relu5"))
         self.num_features = self.head_hidden_size = chans
-        self.global_pool = make_global_pool(global_pool)
-        self.classifier = make_linear(chans * self.global_pool.feat_mult(), num_classes)
+        self._finish(conv_mode="fan_in", conv_nonlinearity="leaky_relu", linear="zero_bias")
+
+    def _min_size(self) -> int:
         # aa: every stride is padded to ceil(H/2); baseline: three AvgPool(2, 2) need an 8x8 map after the stem
-        self.min_input_size = 1 if aa else 29
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
-
-    def trunk(self) -> list[tuple[str, nn.Module]]:
-        return [(f"features.{name}", m) for name, m in self.features.named_children()]
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self._check(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.features, x)
-        return self.features(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.global_pool(x)
-        return x if pre_logits else self.classifier(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = make_global_pool(global_pool)
-        self.classifier = make_linear(self.num_features * self.global_pool.feat_mult(), num_classes)
+        return 1 if self.antialiased else 29

@@ -11,13 +11,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torchvision.ops.misc import Conv2dNormActivation, SqueezeExcitation
 
 from zoo.layers import BlurPool2d
-from zoo.models._head import MlpHeadModel, make_linear
-from zoo.models._interface import checkpoint_seq
+from zoo.models._head import MlpHeadModel
+from zoo.models._helpers import make_linear
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -49,28 +48,6 @@ def conv_bn_act(
 
 class _MobileNet(MlpHeadModel):
     first_conv = "features.0.0"
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def trunk(self) -> list[tuple[str, nn.Module]]:
-        return [(f"features.{i}", m) for i, m in enumerate(self.features)]
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self._check(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.features, x)
-        return self.features(x)
 
     def _record(self, index: int, chans: int, reduction: int) -> None:
         """Note ``features[index]`` as a feature level, replacing the previous one of equal reduction."""
@@ -120,17 +97,12 @@ class MobileNetV2(_MobileNet):
 
     def __init__(
         self,
-        arch: str = "mobilenet_v2",
+        name: str = "mobilenet_v2",
         width_mult: float = 1.0,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.2,
-        global_pool: str = "avg",
-        filter_size: int | None = 4,
-        pad_mode: str = "reflect",
-        aa_stem: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(arch, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
+        super().__init__(name, **{"drop_rate": 0.2, **common})
+        num_classes, in_chans, filter_size, aa_stem = self.num_classes, self.in_chans, self.filter_size, self.aa_stem
         chans = make_divisible(32 * width_mult)
         last = make_divisible(1280 * max(1.0, width_mult))
         stem_filter = filter_size if aa_stem else None
@@ -150,9 +122,8 @@ class MobileNetV2(_MobileNet):
         self._record(len(layers) - 1, last, reduction)
         self.features = nn.Sequential(*layers)
         self.num_features = self.head_hidden_size = last
-        self._set_pool(global_pool)
         self.classifier = nn.Sequential(nn.Dropout(p=self.drop_rate), make_linear(last, num_classes))
-        self._init_weights()
+        self._finish(conv_nonlinearity="leaky_relu")
 
 
 class InvertedResidualV3(nn.Module):
@@ -204,19 +175,14 @@ class MobileNetV3(_MobileNet):
 
     def __init__(
         self,
-        arch: str = "mobilenet_v3_large",
+        name: str = "mobilenet_v3_large",
         setting: list[tuple[Any, ...]] | None = None,
         last_channel: int = 1280,
         width_mult: float = 1.0,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.2,
-        global_pool: str = "avg",
-        filter_size: int | None = 4,
-        pad_mode: str = "reflect",
-        aa_stem: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(arch, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
+        super().__init__(name, **{"drop_rate": 0.2, **common})
+        num_classes, in_chans, filter_size, aa_stem = self.num_classes, self.in_chans, self.filter_size, self.aa_stem
         setting = setting if setting is not None else _V3_LARGE
         norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
         acts = {"RE": nn.ReLU, "HS": nn.Hardswish}
@@ -239,14 +205,13 @@ class MobileNetV3(_MobileNet):
         self.features = nn.Sequential(*layers)
         hidden = make_divisible(last_channel * width_mult)
         self.num_features, self.head_hidden_size = head_in, hidden
-        self._set_pool(global_pool)
         self.classifier = nn.Sequential(
             nn.Linear(head_in, hidden),
             nn.Hardswish(inplace=True),
             nn.Dropout(p=self.drop_rate, inplace=True),
             make_linear(hidden, num_classes),
         )
-        self._init_weights()
+        self._finish(conv_nonlinearity="leaky_relu")
 
 
 VARIANTS: dict[str, dict[str, Any]] = {

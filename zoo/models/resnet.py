@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from zoo.layers import BlurConv2d, BlurPool2d, MaxBlurPool2d
-from zoo.models._head import make_global_pool, make_linear
-from zoo.models._interface import ZooModel, blur_or_identity, checkpoint_seq
+from zoo.layers import BlurConv2d, MaxBlurPool2d
+from zoo.models._head import PoolFcModel
+from zoo.models._helpers import blur_or_identity
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "resnet18": dict(block="basic", layers=(2, 2, 2, 2)),
@@ -102,7 +101,7 @@ class Bottleneck(nn.Module):
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
-class ResNet(ZooModel):
+class ResNet(PoolFcModel):
     """ResNet family; ``filter_size=None`` is torchvision's model, an int the anti-aliased one."""
 
     first_conv = "conv1"
@@ -110,26 +109,21 @@ class ResNet(ZooModel):
 
     def __init__(
         self,
-        arch: str = "resnet50",
+        name: str = "resnet50",
         block: str = "bottleneck",
         layers: tuple[int, ...] = (3, 4, 6, 3),
         groups: int = 1,
         width_per_group: int = 64,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.0,
-        global_pool: str = "avg",
-        filter_size: int | None = 4,
-        pad_mode: str = "reflect",
-        aa_stem: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(arch, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
+        super().__init__(name, **common)
+        in_chans, filter_size, aa_stem = self.in_chans, self.filter_size, self.aa_stem
         block_cls = _BLOCKS[block]
         aa = filter_size is not None
         self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=1 if aa_stem else 2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
-        self.stem_aa = BlurPool2d(64, filter_size, 2, self.pad_mode) if aa_stem else nn.Identity()
+        self.stem_aa = self.blur(64) if aa_stem else nn.Identity()
         if aa:
             self.maxpool: nn.Module = MaxBlurPool2d(64, kernel_size=2, filter_size=filter_size, pad_mode=self.pad_mode)
         else:
@@ -159,40 +153,7 @@ class ResNet(ZooModel):
             inplanes = out
             self.feature_info.append(dict(num_chs=out, reduction=4 * 2**i, module=f"layer{i + 1}"))
         self.num_features = self.head_hidden_size = inplanes
-        self.global_pool = make_global_pool(global_pool)
-        self.fc = make_linear(self.num_features * self.global_pool.feat_mult(), num_classes)
-        self.min_input_size = 3 if aa else 1  # MaxPool(2, s=1) needs a 2x2 map after the strided stem
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        self._finish(linear="keep")
 
-    def trunk(self) -> list[tuple[str, nn.Module]]:
-        names = ["conv1", "bn1", "relu", "stem_aa", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-        return [(n, getattr(self, n)) for n in names]
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self._check(x)
-        x = self.maxpool(self.stem_aa(self.relu(self.bn1(self.conv1(x)))))
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-                x = checkpoint_seq(layer, x)
-            return x
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.global_pool(x)
-        if self.drop_rate > 0.0:
-            x = nn.functional.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is not None:
-            self.global_pool = make_global_pool(global_pool)
-        self.fc = make_linear(self.num_features * self.global_pool.feat_mult(), num_classes)
+    def _min_size(self) -> int:
+        return 3 if self.antialiased else 1  # MaxPool(2, s=1) needs a 2x2 map after the strided stem

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from zoo.layers import BlurPool2d, MaxBlurPool2d
-from zoo.models._head import MlpHeadModel, make_linear
-from zoo.models._interface import checkpoint_seq, conv_out
+from zoo.layers import MaxBlurPool2d
+from zoo.models._head import MlpHeadModel
+from zoo.models._helpers import conv_out, make_linear
 
 # A layer spec: ("conv", out_channels, kernel, stride, padding) or ("pool", kernel, stride, padding).
 Spec = tuple[Any, ...]
@@ -57,21 +56,16 @@ class VGG(MlpHeadModel):
 
     def __init__(
         self,
-        arch: str = "vgg16",
+        name: str = "vgg16",
         spec: list[Spec] | None = None,
         batch_norm: bool = False,
         pool_size: int = 7,
         hidden: int = 4096,
         dropout_first: bool = False,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        drop_rate: float = 0.5,
-        global_pool: str = "avg",
-        filter_size: int | None = 4,
-        pad_mode: str = "reflect",
-        aa_stem: bool = False,
+        **common: Any,
     ) -> None:
-        super().__init__(arch, num_classes, in_chans, drop_rate, filter_size, pad_mode, aa_stem)
+        super().__init__(name, **{"drop_rate": 0.5, **common})
+        num_classes, in_chans, filter_size = self.num_classes, self.in_chans, self.filter_size
         spec = spec if spec is not None else _vgg_spec(_VGG_CFGS["vgg16"])
         self.spec = spec
         layers: list[nn.Module] = []
@@ -86,7 +80,7 @@ class VGG(MlpHeadModel):
                     layers.append(nn.BatchNorm2d(out))
                 relu = nn.ReLU(inplace=True)
                 if dense_stride != s:  # AlexNet conv1: stride 4 -> 2, then ReLU + blur(2)
-                    relu = nn.Sequential(relu, BlurPool2d(out, filter_size, 2, self.pad_mode))
+                    relu = nn.Sequential(relu, self.blur(out))
                 layers.append(relu)
                 chans, reduction = out, reduction * s
             else:
@@ -107,18 +101,7 @@ class VGG(MlpHeadModel):
         for pos in (0, 3) if dropout_first else (2, 5):
             mlp.insert(pos, nn.Dropout(p=self.drop_rate))
         self.classifier = nn.Sequential(*mlp, make_linear(hidden, num_classes))
-        self._set_pool(global_pool)
-        self.min_input_size = self._min_size()
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        self._finish()
 
     @property
     def cfg_pool_size(self) -> int:
@@ -147,12 +130,3 @@ class VGG(MlpHeadModel):
             return True
 
         return next(size for size in range(1, 4096) if fits(size))
-
-    def trunk(self) -> list[tuple[str, nn.Module]]:
-        return [(f"features.{i}", m) for i, m in enumerate(self.features)]
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self._check(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.features, x)
-        return self.features(x)

@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import Tensor
 
-from zoo.models._interface import ZooModel
+from zoo.models._contract import ZooModel
 from zoo.registry import ModelEntry, get_entry
 from zoo.weights.convert import rename_keys
 from zoo.weights.errors import (
