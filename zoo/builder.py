@@ -9,8 +9,6 @@ from typing import Any
 from zoo.models._interface import ZooModel
 from zoo.registry import ModelEntry, get_entry
 
-_BUILD_KWARGS = ("num_classes", "in_chans", "drop_rate", "global_pool", "filter_size", "pad_mode", "aa_stem")
-
 
 def _model_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> dict[str, Any]:
     accepted = set(inspect.signature(entry.cls.__init__).parameters) - {"self", "arch"} - set(entry.variant)

@@ -28,9 +28,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from zoo.io import atomic_write, file_lock
 from zoo.weights.convert import rename_keys
 from zoo.weights.errors import CorruptWeightsError, HashMismatchError
-from zoo.weights.io import atomic_write, load_state_dict_file, save_state_dict, sha256_file
+from zoo.weights.io import load_state_dict_file, save_state_dict, sha256_file
 
 __all__ = [
     "MIRROR_ENV",
@@ -317,10 +318,7 @@ def _cached_ok(dest: Path, meta_file: Path) -> bool:
 def entry_lock(folder: Path, name: str) -> Iterator[None]:
     """Hold the per-entry lock ``folder/NAME.lock`` (an OS lock: released when the holder exits or is
     killed). Everything that checks, writes or removes the files of ``NAME`` in ``folder`` holds it."""
-    from filelock import FileLock
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / f"{name}.lock")):
+    with file_lock(folder / f"{name}.lock"):
         yield
 
 
