@@ -8,7 +8,7 @@ are not registered: those names belong to timm's own models.
 >>> import timm, zoo
 >>> model = timm.create_model("resnet50_aa4", pretrained=True, num_classes=10)  # doctest: +SKIP
 
-The entrypoints build with ``zoo.builder.build_model`` and load weights with
+The entrypoints build with ``zoo.builder.instantiate`` and load weights with
 ``zoo.weights.load.load_pretrained`` (the code behind ``zoo.create``); timm only contributes its
 cfg resolution (tags, ``hf-hub:`` / ``local-dir:`` config.json, ``pretrained_cfg_overlay``) and its
 ``features_only`` wrappers.
@@ -37,7 +37,7 @@ from timm.models import _hub as _timm_hub
 from timm.models._builder import pretrained_cfg_for_features
 from torch import nn
 
-from zoo.builder import build_model
+from zoo.builder import instantiate
 from zoo.models._interface import ZooModel
 from zoo.registry import REGISTRY, ModelEntry, get_entry
 from zoo.weights.errors import CorruptWeightsError
@@ -171,7 +171,7 @@ def create_timm_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.
     built: dict[str, Any] = {}
 
     def build(**model_kwargs: Any) -> ZooModel:
-        model = build_model(entry, **model_kwargs)
+        model = instantiate(entry, **model_kwargs)
         if source is not None:
             from zoo.weights.load import load_pretrained
 

@@ -11,8 +11,8 @@ from support.hub_server import HubServer
 from weights_testlib import MODEL, TAG, TEST_ORG, write_manifest
 
 import zoo
+from zoo.release import push_weights
 from zoo.weights.io import save_state_dict
-from zoo.weights.publish import push_weights
 
 
 class FastTime:

@@ -1,4 +1,4 @@
-"""load_pretrained / create_pretrained from local files: adaptation, metadata, errors."""
+"""load_pretrained / zoo.builder.create_pretrained from local files: adaptation, metadata, errors."""
 
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ def test_release_of_a_torchvision_initialised_tag(hub, env, tmp_path, token, cap
 
 
 def test_verification_fails_loudly_when_a_tensor_differs(tmp_path):
-    from zoo.weights.release import verify_converted
+    from zoo.release import verify_converted
 
     _, tv = _torchvision_file(tmp_path)
     entry = load_manifest().get("mobilenet_v2_aa4.tv_in1k")
