@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from weights_testlib import logits
+from support.weights_testlib import logits
 
 import zoo
 from zoo.cli import main

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from weights_testlib import logits
+from support.weights_testlib import logits
 
 import zoo
 from zoo.weights import IncompatibleWeightsError, WeightsUnavailableError, save_model_dir

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from weights_testlib import MODEL, TAG, TEST_ORG, logits, write_manifest
+from support.weights_testlib import MODEL, TAG, TEST_ORG, logits, write_manifest
 
 import zoo
 from zoo.cli import main
@@ -85,7 +85,7 @@ def test_release_publishes_verifies_records_and_is_idempotent(hub, env, tmp_path
     code = f"""
 import torch, timm, zoo, warnings, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from weights_testlib import logits
+from support.weights_testlib import logits
 warnings.simplefilter("ignore")
 want = torch.load({str(expected)!r})
 a = zoo.create({MODEL!r}, pretrained=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from weights_testlib import MODEL, TAG, TEST_ORG, logits
+from support.weights_testlib import MODEL, TAG, TEST_ORG, logits
 
 import zoo
 from zoo.cli import main
