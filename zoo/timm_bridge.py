@@ -38,6 +38,7 @@ from timm.models._builder import pretrained_cfg_for_features
 from torch import nn
 
 from zoo.builder import instantiate
+from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
 from zoo.models._interface import ZooModel
 from zoo.registry import REGISTRY, ModelEntry, get_entry
 from zoo.weights.errors import CorruptWeightsError
@@ -53,8 +54,8 @@ _EVAL_DEFAULTS: dict[str, Any] = dict(
     input_size=(3, 224, 224),
     crop_pct=0.875,
     interpolation="bilinear",
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     num_classes=1000,
 )
 # cfg keys that describe the model instance (its truth wins over any weights' metadata)

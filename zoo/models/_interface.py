@@ -11,6 +11,7 @@ import torch.fx
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
 from zoo.layers import BlurPool2d, check_filter_size, normalize_pad_mode
 
 __all__ = ["ZooModel", "blur_or_identity", "check_input", "checkpoint_seq", "conv_out"]
@@ -145,8 +146,8 @@ class ZooModel(nn.Module):
             min_input_size=(self.in_chans, self.min_input_size, self.min_input_size),
             crop_pct=0.875,
             interpolation="bilinear",
-            mean=(0.485, 0.456, 0.406),
-            std=(0.229, 0.224, 0.225),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
             first_conv=self.first_conv,
             classifier=self.classifier_name,
         )
