@@ -52,6 +52,7 @@ __all__ = [
     "push_weights",
     "select_tags",
     "verify_converted",
+    "write_hub_folder",
 ]
 
 ORACLE_TOLERANCE = 1e-5
@@ -183,6 +184,18 @@ def verify_converted(entry: WeightEntry, upstream_state: dict[str, torch.Tensor]
     return "every tensor equal to torchvision's (BlurPool adds no weights)"
 
 
+def write_hub_folder(entry: WeightEntry, model: torch.nn.Module, folder: str | os.PathLike, **cfg_extra: Any) -> str:
+    """Write the hub folder of ``entry`` (weights, ``config.json`` with the manifest's cfg plus ``cfg_extra``,
+    ``README.md`` model card); returns the SHA-256 of its ``model.safetensors``."""
+    cfg = {**model.pretrained_cfg, **entry.pretrained_cfg(), **cfg_extra}
+    params = sum(p.numel() for p in model.parameters())
+    card = {"README.md": model_card(entry, params)}
+    out = save_model_dir(
+        model, folder, name=entry.model, model_args=entry.model_args, pretrained_cfg=cfg, extra_files=card
+    )
+    return sha256_file(out / WEIGHTS_NAME)
+
+
 def build_release_folder(entry: WeightEntry, upstream: Path, upstream_sha: str, out_dir: Path) -> tuple[Path, str, str]:
     """Convert + verify + write the repo folder of ``entry``; returns ``(folder, sha256, check)``."""
     src = _upstream_source(entry)
@@ -190,21 +203,11 @@ def build_release_folder(entry: WeightEntry, upstream: Path, upstream_sha: str, 
     model = instantiate(get_entry(entry.model), **entry.model_args)
     model.load_state_dict(to_zoo_keys(state, entry.architecture, src["format"]), strict=True)
     check = verify_converted(entry, state, model)
-    cfg = {**model.pretrained_cfg, **entry.pretrained_cfg(), "converted_from": upstream.name}
-    cfg["source_sha256"] = upstream_sha
     folder = out_dir / entry.tag
     if folder.exists():
         shutil.rmtree(folder)
-    params = sum(p.numel() for p in model.parameters())
-    save_model_dir(
-        model,
-        folder,
-        name=entry.model,
-        model_args=entry.model_args,
-        pretrained_cfg=cfg,
-        extra_files={"README.md": model_card(entry, params)},
-    )
-    return folder, sha256_file(folder / WEIGHTS_NAME), check
+    digest = write_hub_folder(entry, model, folder, converted_from=upstream.name, source_sha256=upstream_sha)
+    return folder, digest, check
 
 
 def release_one(
@@ -272,17 +275,7 @@ def build_hub_folder(
     """
     entry = load_manifest().get(tag)
     model = create_pretrained(entry.model, weights if weights is not None else entry.pretrained_tag)
-    cfg: dict[str, Any] = {**model.pretrained_cfg, **entry.pretrained_cfg()}
-    params = sum(p.numel() for p in model.parameters())
-    folder = save_model_dir(
-        model,
-        out_dir,
-        name=entry.model,
-        model_args=entry.model_args,
-        pretrained_cfg=cfg,
-        extra_files={"README.md": model_card(entry, params)},
-    )
-    return folder, sha256_file(folder / WEIGHTS_NAME)
+    return Path(out_dir), write_hub_folder(entry, model, out_dir)
 
 
 def push_weights(

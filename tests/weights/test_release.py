@@ -84,7 +84,7 @@ def test_release_publishes_verifies_records_and_is_idempotent(hub, env, tmp_path
     torch.save({"zoo": logits(oracle1), "aa3": logits(oracle3)}, expected)
     code = f"""
 import torch, timm, zoo, warnings, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
 from support.weights_testlib import logits
 warnings.simplefilter("ignore")
 want = torch.load({str(expected)!r})
