@@ -16,6 +16,8 @@ from support.weights_testlib import MODEL, TAG, TEST_ORG, write_manifest
 from zoo.release import push_weights
 from zoo.weights.io import save_state_dict
 
+__all__ = ["_one_thread", "env", "fast_retries", "hub", "random_model_file", "repo_folder"]  # the fixtures
+
 
 class FastTime:
     """Stands in for the ``time`` module inside huggingface_hub: records sleeps instead of waiting."""

@@ -1,10 +1,3 @@
 """Fixtures of the weights tests (shared with tests/cli): see ``support.weights_fixtures``."""
 
-from support.weights_fixtures import (  # noqa: F401 (fixtures)
-    _one_thread,
-    env,
-    fast_retries,
-    hub,
-    random_model_file,
-    repo_folder,
-)
+from support.weights_fixtures import *  # noqa: F403
