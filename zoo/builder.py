@@ -1,14 +1,15 @@
-"""``create``: name -> registry entry -> family class (+ pretrained weights)."""
+"""``create``: name -> registry entry -> family class, then (for ``pretrained``) ask ``zoo.weights`` for a state
+dict and load it. The weights code never imports this module."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from zoo.models._contract import ZooModel
 from zoo.registry import ModelEntry, get_entry
-
-_BUILD_KWARGS = ("num_classes", "in_chans", "drop_rate", "global_pool", "filter_size", "pad_mode", "aa_stem")
+from zoo.weights.load import apply_weights, resolve_weights
 
 
 def _model_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -26,8 +27,8 @@ def _model_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**entry.variant, "filter_size": entry.filter_size, **kwargs}
 
 
-def build_model(entry: ModelEntry, **kwargs: Any) -> ZooModel:
-    """Instantiate the (randomly initialised) model of a registry entry."""
+def instantiate(entry: ModelEntry, **kwargs: Any) -> ZooModel:
+    """Instantiate the randomly initialised model of a registry entry (no weights loaded)."""
     model = entry.cls(entry.name, **_model_kwargs(entry, kwargs))
     model.pretrained_cfg = model.default_pretrained_cfg(entry.name)
     return model
@@ -45,7 +46,19 @@ def create(name: str, pretrained: bool | str | Path = False, **kwargs: Any) -> Z
     """
     entry = get_entry(name)
     if pretrained is False or pretrained is None:
-        return build_model(entry, **kwargs)
-    from zoo.weights.load import create_pretrained
-
+        return instantiate(entry, **kwargs)
     return create_pretrained(entry, pretrained, **kwargs)
+
+
+def create_pretrained(entry: ModelEntry | str, pretrained: bool | str | os.PathLike, **kwargs: Any) -> ZooModel:
+    """Build ``entry`` with the weights ``pretrained`` (``zoo.weights.load.resolve_weights`` values).
+
+    Build arguments stored with the weights (``model_args``, e.g. the ``num_classes`` of a
+    fine-tuned folder) are used unless ``kwargs`` override them.
+    """
+    entry = get_entry(entry) if isinstance(entry, str) else entry
+    res = resolve_weights(entry.name, pretrained)
+    model_args = {k: v for k, v in res.model_args.items() if k not in ("filter_size",) or entry.antialiased}
+    model = instantiate(entry, **{**model_args, **kwargs})
+    apply_weights(model, entry.name, res)
+    return model

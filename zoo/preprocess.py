@@ -8,6 +8,8 @@ from typing import Any
 from torch import nn
 from torchvision import transforms as T
 
+from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["label_names", "resolve_data_config", "transforms"]
 
 _INTERPOLATION = {
@@ -29,7 +31,7 @@ def resolve_data_config(model_or_cfg: nn.Module | dict[str, Any]) -> dict[str, A
     (mean/std averaged to one channel for ``in_chans=1`` and repeated for other channel counts)."""
     cfg = _cfg(model_or_cfg)
     size = tuple(cfg.get("input_size", (3, 224, 224)))
-    mean, std = tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    mean, std = tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
     chans = size[0]
     if len(mean) != chans:
         mean, std = (sum(mean) / len(mean),) * chans, (sum(std) / len(std),) * chans

@@ -8,7 +8,7 @@ are not registered: those names belong to timm's own models.
 >>> import timm, zoo
 >>> model = timm.create_model("resnet50_aa4", pretrained=True, num_classes=10)  # doctest: +SKIP
 
-The entrypoints build with ``zoo.builder.build_model`` and load weights with
+The entrypoints build with ``zoo.builder.instantiate`` and load weights with
 ``zoo.weights.load.load_pretrained`` (the code behind ``zoo.create``); timm only contributes its
 cfg resolution (tags, ``hf-hub:`` / ``local-dir:`` config.json, ``pretrained_cfg_overlay``) and its
 ``features_only`` wrappers.
@@ -37,7 +37,8 @@ from timm.models import _hub as _timm_hub
 from timm.models._builder import pretrained_cfg_for_features
 from torch import nn
 
-from zoo.builder import build_model
+from zoo.builder import instantiate
+from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
 from zoo.models._contract import ZooModel
 from zoo.registry import REGISTRY, ModelEntry, get_entry
 from zoo.weights.errors import CorruptWeightsError
@@ -53,8 +54,8 @@ _EVAL_DEFAULTS: dict[str, Any] = dict(
     input_size=(3, 224, 224),
     crop_pct=0.875,
     interpolation="bilinear",
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     num_classes=1000,
 )
 # cfg keys that describe the model instance (its truth wins over any weights' metadata)
@@ -171,7 +172,7 @@ def create_timm_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.
     built: dict[str, Any] = {}
 
     def build(**model_kwargs: Any) -> ZooModel:
-        model = build_model(entry, **model_kwargs)
+        model = instantiate(entry, **model_kwargs)
         if source is not None:
             from zoo.weights.load import load_pretrained
 

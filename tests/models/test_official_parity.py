@@ -12,7 +12,7 @@ import torch
 
 import zoo
 from zoo.layers import blur_mode
-from zoo.weights.convert import rename_keys
+from zoo.weights.keymaps import rename_keys
 
 OFFICIAL_ARCHS = [
     "alexnet",

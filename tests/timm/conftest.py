@@ -11,8 +11,8 @@ from support.hub_server import HubServer
 from timm_testlib import TAG, TEST_ORG, scramble
 
 import zoo
+from zoo.release import push_weights
 from zoo.weights.io import save_state_dict
-from zoo.weights.publish import push_weights
 
 
 @pytest.fixture(scope="session")

@@ -206,7 +206,7 @@ def test_required_pretrained_weights_fail_clearly_when_unreachable(tmp_path, tin
     def unreachable(*args, **kwargs):
         raise WeightsUnavailableError("could not obtain weights", [("hub", "offline")])
 
-    monkeypatch.setattr("zoo.weights.load.create_pretrained", unreachable)
+    monkeypatch.setattr("zoo.builder.create_pretrained", unreachable)
     cfg = load_config(None, tiny_args(tmp_path, "model.pretrained=auto"))
     _, init, detail = build_model(cfg, "resnet18_aa4", 10)
     assert init == "random (no weights)" and "PRETRAINED WEIGHTS UNREACHABLE" in detail and "hub: offline" in detail
@@ -298,7 +298,7 @@ def _only_aa_weights(monkeypatch):
         torch.manual_seed(1234)  # stands in for loaded weights: different from the seeded random init
         return zoo.create(name, **kwargs)
 
-    monkeypatch.setattr("zoo.weights.load.create_pretrained", load)
+    monkeypatch.setattr("zoo.builder.create_pretrained", load)
 
 
 def test_twins_with_different_initialisations_are_refused(tmp_path, tiny_args, monkeypatch):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import torch
-from weights_testlib import MODEL, logits
+from support.weights_testlib import MODEL, logits
 
 import zoo
 from zoo.weights.io import load_state_dict_file

@@ -5,12 +5,13 @@ naming both sizes and the right model, in ``zoo.create``, timm's ``pretrained_cf
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import timm
 import torch
-from weights_testlib import logits
+from support.weights_testlib import logits
 
 import zoo
 from zoo.cli import main
@@ -108,3 +109,17 @@ def test_convert_without_the_oracle_check_still_refuses(official4, tmp_path: Pat
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "filter size 4" in err and "resnet18_aa3 has filter size 3: use resnet18_aa4" in err
     assert not out.exists()
+
+
+def test_a_filter_size_override_is_recorded_and_reloads_by_its_k(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = zoo.create("resnet18_aa4", filter_size=6).eval()
+    folder = save_model_dir(model, tmp_path / "k6", name="resnet18_aa4")
+    x = torch.randn(1, 3, 64, 64)
+    again = zoo.create("resnet18_aa6", pretrained=folder).eval()
+    assert again.filter_size == 6 and torch.equal(again(x), model(x))
+    assert zoo.create("resnet18_aa4", pretrained=folder).filter_size == 6  # stored build arguments are used
+    with pytest.raises(IncompatibleWeightsError, match=r"filter size 6 \(model_args\.filter_size.*use resnet18_aa6"):
+        zoo.create("resnet18", pretrained=folder)
+    plain = save_model_dir(zoo.create("resnet18_aa4"), tmp_path / "k4", name="resnet18_aa4")
+    assert "filter_size" not in json.loads((plain / "config.json").read_text())["model_args"]

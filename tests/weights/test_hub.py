@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from weights_testlib import MODEL, TAG, TEST_ORG, hub_cache_files, logits, write_manifest
+from support.weights_testlib import MODEL, TAG, TEST_ORG, hub_cache_files, logits, write_manifest
 
 import zoo
 import zoo.weights.load

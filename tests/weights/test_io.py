@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from weights_testlib import logits
+from support.weights_testlib import logits
 
 import zoo
 from zoo.weights import CorruptWeightsError, load_state_dict_file, save_model_dir

@@ -1,4 +1,4 @@
-"""load_pretrained / create_pretrained from local files: adaptation, metadata, errors."""
+"""load_pretrained / zoo.builder.create_pretrained from local files: adaptation, metadata, errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from weights_testlib import logits
+from support.weights_testlib import logits
 
 import zoo
 from zoo.weights import IncompatibleWeightsError, WeightsUnavailableError, save_model_dir

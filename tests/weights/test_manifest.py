@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import torch
 
-from zoo.builder import build_model
+from zoo.builder import instantiate
 from zoo.registry import get_entry
 from zoo.weights.manifest import MANIFEST_PATH, SCHEMA_PATH, hub_org, load_manifest, record_hub_sha256
 
@@ -83,7 +83,7 @@ def test_every_entry_names_a_registered_model():
 def test_sample_entries_build(tag):
     entry = load_manifest().get(tag)
     with torch.device("meta"):
-        model = build_model(get_entry(entry.model), **entry.model_args)
+        model = instantiate(get_entry(entry.model), **entry.model_args)
     assert model.num_classes == entry.num_classes
 
 
@@ -91,7 +91,7 @@ def test_sample_entries_build(tag):
 def test_every_entry_builds():
     for entry in load_manifest().weights.values():
         with torch.device("meta"):
-            model = build_model(get_entry(entry.model), **entry.model_args)
+            model = instantiate(get_entry(entry.model), **entry.model_args)
         assert model.num_classes == entry.num_classes
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from weights_testlib import MODEL, TAG, TEST_ORG, logits, write_manifest
+from support.weights_testlib import MODEL, TAG, TEST_ORG, logits, write_manifest
 
 import zoo
 from zoo.cli import main
@@ -84,8 +84,8 @@ def test_release_publishes_verifies_records_and_is_idempotent(hub, env, tmp_path
     torch.save({"zoo": logits(oracle1), "aa3": logits(oracle3)}, expected)
     code = f"""
 import torch, timm, zoo, warnings, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-from weights_testlib import logits
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+from support.weights_testlib import logits
 warnings.simplefilter("ignore")
 want = torch.load({str(expected)!r})
 a = zoo.create({MODEL!r}, pretrained=True)
@@ -150,7 +150,7 @@ def test_release_of_a_torchvision_initialised_tag(hub, env, tmp_path, token, cap
 
 
 def test_verification_fails_loudly_when_a_tensor_differs(tmp_path):
-    from zoo.weights.release import verify_converted
+    from zoo.release import verify_converted
 
     _, tv = _torchvision_file(tmp_path)
     entry = load_manifest().get("mobilenet_v2_aa4.tv_in1k")

@@ -41,7 +41,7 @@ def build_group(arch: str) -> dict[str, nn.Module]:
     """The models of one group; the zoo model gets the official model's weights (same outputs)."""
     if arch not in MODEL_GROUPS:
         raise ValueError(f"unknown benchmark arch {arch!r}; valid: {', '.join(MODEL_GROUPS)}")
-    from zoo.weights.convert import rename_keys
+    from zoo.weights.keymaps import rename_keys
 
     torch.manual_seed(0)
     models = {src: build_model(src, name) for src, name in MODEL_GROUPS[arch].items()}

@@ -1,4 +1,4 @@
-"""``zoo release``: publish manifest weights to the Hugging Face Hub (maintainers; see ``zoo.weights.release``)."""
+"""``zoo release``: publish manifest weights to the Hugging Face Hub (maintainers; see ``zoo.release``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
-    from zoo.weights.release import iter_release, select_tags
+    from zoo.release import iter_release, select_tags
 
     tags = select_tags(args.tags)
     failed = 0

@@ -38,7 +38,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from zoo.weights.convert import convert_official, convert_torchvision
+    from zoo.convert import convert_official, convert_torchvision
 
     if args.source == "torchvision":
         if not args.model:
@@ -53,7 +53,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    from zoo.weights.publish import push_weights
+    from zoo.release import push_weights
 
     result = push_weights(
         args.tag,

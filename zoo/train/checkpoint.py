@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.weights.io import atomic_path, save_model_dir
+from zoo.io import atomic_path
+from zoo.weights.io import save_model_dir
 
 __all__ = [
     "STATE_NAME",

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from zoo.builder import create
+from zoo.io import atomic_write
 from zoo.registry import get_entry
 from zoo.train.checkpoint import STATE_NAME, CheckpointError, check_compatible, load_train_state
 from zoo.train.config import FinetuneConfig, config_to_dict, load_config
@@ -33,7 +34,6 @@ from zoo.train.report import (
     seed_rows,
 )
 from zoo.weights.errors import WeightsUnavailableError
-from zoo.weights.io import atomic_write
 
 __all__ = ["FinetuneInterrupted", "FinetuneResult", "build_model", "finetune", "twin_name"]
 

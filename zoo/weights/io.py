@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +15,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from zoo.io import atomic_path, atomic_write, jsonable
+from zoo.registry import get_entry
 from zoo.weights.errors import CorruptWeightsError
 
 __all__ = [
     "CONFIG_NAME",
     "WEIGHTS_NAME",
-    "atomic_path",
-    "atomic_write",
     "load_state_dict_file",
     "read_model_dir",
     "save_model_dir",
@@ -35,38 +33,6 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 _CHECKPOINT_WRAPPERS = ("state_dict", "model", "state_dict_ema")
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write text (UTF-8) or bytes to ``path`` through a temp file + ``os.replace``."""
-    with atomic_path(path) as tmp:
-        if isinstance(data, str):
-            tmp.write_text(data, encoding="utf-8")
-        else:
-            tmp.write_bytes(data)
-    return Path(path)
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -86,17 +52,7 @@ def save_state_dict(state_dict: Mapping[str, Tensor], path: str | os.PathLike, m
     return Path(path)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _default_model_args(model: nn.Module) -> dict[str, Any]:
+def _default_model_args(model: nn.Module, name: str) -> dict[str, Any]:
     args: dict[str, Any] = {}
     for key in ("num_classes", "in_chans"):
         if hasattr(model, key):
@@ -105,6 +61,12 @@ def _default_model_args(model: nn.Module) -> dict[str, Any]:
         args["pad_mode"] = model.pad_mode
     if getattr(model, "aa_stem", False):
         args["aa_stem"] = True
+    try:
+        named_k = get_entry(name).filter_size
+    except KeyError:  # not a registry name: the model's own filter size is the only record
+        named_k = None
+    if getattr(model, "filter_size", None) is not None and model.filter_size != named_k:
+        args["filter_size"] = model.filter_size  # a filter_size= override of the name's K
     return args
 
 
@@ -121,14 +83,15 @@ def save_model_dir(
 
     ``config.json`` holds ``architecture`` (= ``name``), ``num_classes``, ``num_features``,
     ``pretrained_cfg`` (default: ``model.pretrained_cfg``) and ``model_args`` (default: the
-    model's ``num_classes``/``in_chans`` and any non-default ``pad_mode``/``aa_stem``), so both
+    model's ``num_classes``/``in_chans``, any non-default ``pad_mode``/``aa_stem`` and a ``filter_size``
+    that differs from the K of ``name``), so both
     ``zoo.create(name, pretrained=out_dir)`` and ``timm.create_model("local-dir:" + out_dir)``
     rebuild the model. Every file is written atomically. Returns ``out_dir``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if model_args is None:
-        model_args = _default_model_args(model)
+        model_args = _default_model_args(model, name)
     cfg = dict(pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", {}) or {})
     for transient in ("file", "source", "hf_hub_id", "hf_hub_filename", "url", "state_dict"):
         cfg.pop(transient, None)
@@ -138,8 +101,8 @@ def save_model_dir(
         "architecture": name,
         "num_classes": cfg["num_classes"],
         "num_features": int(getattr(model, "num_features", 0)),
-        "pretrained_cfg": _jsonable(cfg),
-        "model_args": _jsonable(model_args),
+        "pretrained_cfg": jsonable(cfg),
+        "model_args": jsonable(model_args),
     }
     save_state_dict(model.state_dict(), out / WEIGHTS_NAME)
     atomic_write(out / CONFIG_NAME, json.dumps(config, indent=2) + "\n")

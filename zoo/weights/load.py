@@ -19,8 +19,7 @@ from typing import Any
 from torch import Tensor
 
 from zoo.models._contract import ZooModel
-from zoo.registry import ModelEntry, get_entry
-from zoo.weights.convert import rename_keys
+from zoo.registry import get_entry
 from zoo.weights.errors import (
     OFFLINE_HINT,
     CorruptWeightsError,
@@ -29,10 +28,11 @@ from zoo.weights.errors import (
     unavailable_hint,
 )
 from zoo.weights.io import CONFIG_NAME, WEIGHTS_NAME, load_state_dict_file, read_model_dir
+from zoo.weights.keymaps import to_zoo_keys
 from zoo.weights.manifest import WeightEntry, load_manifest
 from zoo.weights.sources import SourceError, _evict_hub_file, fetch_hub, fetch_url_source
 
-__all__ = ["ResolvedWeights", "create_pretrained", "fetch_weights", "load_pretrained", "resolve_weights"]
+__all__ = ["ResolvedWeights", "apply_weights", "fetch_weights", "load_pretrained", "resolve_weights"]
 
 _WARNED_LICENSES: set[str] = set()
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -270,8 +270,7 @@ def _warn_license(res: ResolvedWeights) -> None:
 
 
 def _adapt(model: ZooModel, name: str, state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
-    if any(k.endswith(".filt") for k in state):  # an official-release checkpoint
-        state = rename_keys(state, get_entry(name).arch, source="official")
+    state = to_zoo_keys(state, get_entry(name).arch)  # an official checkpoint is recognised by its .filt keys
     conv_key = f"{model.first_conv}.weight"
     if conv_key in state and state[conv_key].shape[1] != model.in_chans:
         from timm.models import adapt_input_conv
@@ -360,7 +359,8 @@ def check_weights_filter_size(model: ZooModel, name: str, recorded: tuple[int | 
     raise IncompatibleWeightsError(f"weights from {source} are {weights} ({where}), but {have}: use {right}{hint}")
 
 
-def _apply(model: ZooModel, name: str, res: ResolvedWeights) -> None:
+def apply_weights(model: ZooModel, name: str, res: ResolvedWeights) -> None:
+    """Load resolved weights into ``model`` (registry name ``name``): adapt, check, set ``pretrained_cfg``."""
     state = _adapt(model, name, res.state_dict, res.source)
     own = model.state_dict()
     dropped = frozenset({f"{model.classifier_name}.weight", f"{model.classifier_name}.bias"} - set(state))
@@ -383,20 +383,4 @@ def load_pretrained(model: ZooModel, name: str, pretrained: bool | str | os.Path
     Adapts a different ``num_classes`` (classifier re-initialised, with a warning) and ``in_chans``
     (first conv adapted like timm), and sets ``model.pretrained_cfg``.
     """
-    _apply(model, name, resolve_weights(name, pretrained))
-
-
-def create_pretrained(entry: ModelEntry | str, pretrained: bool | str | os.PathLike, **kwargs: Any) -> ZooModel:
-    """Build ``entry`` with the weights ``pretrained`` (called by ``zoo.create``).
-
-    Build arguments stored with the weights (``model_args``, e.g. the ``num_classes`` of a
-    fine-tuned folder) are used unless ``kwargs`` override them.
-    """
-    from zoo.builder import build_model
-
-    entry = get_entry(entry) if isinstance(entry, str) else entry
-    res = resolve_weights(entry.name, pretrained)
-    model_args = {k: v for k, v in res.model_args.items() if k not in ("filter_size",) or entry.antialiased}
-    model = build_model(entry, **{**model_args, **kwargs})
-    _apply(model, entry.name, res)
-    return model
+    apply_weights(model, name, resolve_weights(name, pretrained))

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from zoo.weights.io import atomic_write
+from zoo.io import atomic_write
 
 __all__ = [
     "MANIFEST_PATH",

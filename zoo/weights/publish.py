@@ -1,17 +1,15 @@
-"""Publishing: a hub folder per manifest weight (``model.safetensors``, timm-compatible
-``config.json``, ``README.md`` model card), uploaded with ``HfApi.upload_folder``."""
+"""Hub publishing primitives: the ``README.md`` model card, ``HfApi.upload_folder`` and the served SHA-256.
+Building the folder needs a model, so it lives above the builder (``zoo.release``)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from zoo.weights.io import WEIGHTS_NAME, save_model_dir, sha256_file
-from zoo.weights.load import create_pretrained
-from zoo.weights.manifest import WeightEntry, load_manifest, record_hub_sha256
+from zoo.weights.io import WEIGHTS_NAME
+from zoo.weights.manifest import WeightEntry
 
-__all__ = ["build_hub_folder", "hub_api", "model_card", "push_weights", "remote_sha256", "upload_hub_folder"]
+__all__ = ["hub_api", "model_card", "remote_sha256", "upload_hub_folder"]
 
 _CITATION = """@inproceedings{zhang2019shiftinvar,
   title={Making Convolutional Networks Shift-Invariant Again},
@@ -88,60 +86,6 @@ def model_card(entry: WeightEntry, params: int) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def build_hub_folder(
-    tag: str, out_dir: str | os.PathLike, weights: str | os.PathLike | None = None
-) -> tuple[Path, str]:
-    """Write the hub folder of manifest weight ``tag``; returns ``(folder, sha256 of model.safetensors)``.
-
-    ``weights``: a local checkpoint (official ``.pth``, torchvision ``.pth``, or ``.safetensors`` in zoo
-    keys); default: the weights obtained from the manifest sources (cache or upstream).
-    """
-    entry = load_manifest().get(tag)
-    model = create_pretrained(entry.model, weights if weights is not None else entry.pretrained_tag)
-    cfg: dict[str, Any] = {**model.pretrained_cfg, **entry.pretrained_cfg()}
-    params = sum(p.numel() for p in model.parameters())
-    folder = save_model_dir(
-        model,
-        out_dir,
-        name=entry.model,
-        model_args=entry.model_args,
-        pretrained_cfg=cfg,
-        extra_files={"README.md": model_card(entry, params)},
-    )
-    return folder, sha256_file(folder / WEIGHTS_NAME)
-
-
-def push_weights(
-    tag: str,
-    out_dir: str | os.PathLike,
-    *,
-    weights: str | os.PathLike | None = None,
-    dry_run: bool = False,
-    record: bool | None = None,
-    repo_id: str | None = None,
-    token: str | None = None,
-) -> dict[str, Any]:
-    """Build the hub folder of ``tag``, upload it (unless ``dry_run``) and record its SHA-256 in the manifest
-    (``record``; default: only when uploaded, so a dry run leaves the manifest alone).
-
-    Returns ``{"folder", "sha256", "repo_id", "uploaded", "recorded"}``.
-    """
-    entry = load_manifest().get(tag)
-    folder, digest = build_hub_folder(tag, out_dir, weights)
-    hub = entry.hub_source()
-    repo = repo_id or (hub["repo_id"] if hub else None)
-    uploaded = False
-    if not dry_run:
-        if repo is None:
-            raise ValueError(f"{tag} has no hf-hub source; pass repo_id")
-        upload_hub_folder(folder, repo, f"Add {tag}", token=token)
-        uploaded = True
-    record = uploaded if record is None else record
-    if record:
-        record_hub_sha256(tag, digest)
-    return {"folder": str(folder), "sha256": digest, "repo_id": repo, "uploaded": uploaded, "recorded": record}
 
 
 def hub_api(token: str | None = None) -> Any:

@@ -28,9 +28,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from zoo.weights.convert import rename_keys
+from zoo.io import atomic_write, file_lock
 from zoo.weights.errors import CorruptWeightsError, HashMismatchError
-from zoo.weights.io import atomic_write, load_state_dict_file, save_state_dict, sha256_file
+from zoo.weights.io import load_state_dict_file, save_state_dict, sha256_file
+from zoo.weights.keymaps import to_zoo_keys
 
 __all__ = [
     "MIRROR_ENV",
@@ -295,14 +296,6 @@ def download_url(url: str, dest: Path, *, desc: str | None = None, timeout: floa
     raise SourceError(f"failed after {retries} attempt(s): {_short(last)}") from last
 
 
-def _convert(state: dict, fmt: str, arch: str) -> dict:
-    if fmt == "official":
-        return rename_keys(state, arch, source="official")
-    if fmt in ("torchvision", "zoo"):
-        return state
-    raise ValueError(f"unknown weights format {fmt!r}; valid: official, torchvision, zoo")
-
-
 def _cached_ok(dest: Path, meta_file: Path) -> bool:
     if not (dest.is_file() and meta_file.is_file()):
         return False
@@ -317,10 +310,7 @@ def _cached_ok(dest: Path, meta_file: Path) -> bool:
 def entry_lock(folder: Path, name: str) -> Iterator[None]:
     """Hold the per-entry lock ``folder/NAME.lock`` (an OS lock: released when the holder exits or is
     killed). Everything that checks, writes or removes the files of ``NAME`` in ``folder`` holds it."""
-    from filelock import FileLock
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / f"{name}.lock")):
+    with file_lock(folder / f"{name}.lock"):
         yield
 
 
@@ -397,7 +387,7 @@ def fetch_url(
             partial.unlink(missing_ok=True)
             raise SourceError(f"downloaded file from {url} is unreadable: {err}") from err
         # the record is written last: a reader (holding the lock) trusts the file only with its record
-        save_state_dict(_convert(state, fmt, arch), dest, metadata={"source_url": url, "source_sha256": source_sha})
+        save_state_dict(to_zoo_keys(state, arch, fmt), dest, metadata={"source_url": url, "source_sha256": source_sha})
         record = {"sha256": sha256_file(dest), "source_url": url, "source_sha256": source_sha, "format": fmt}
         atomic_write(meta_file, json.dumps(record, indent=1) + "\n")
         remove_stale_temp_files(folder, name, keep_partials=False)  # this one and other URLs' partials

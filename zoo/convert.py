@@ -1,48 +1,23 @@
-"""State-dict conversion between the official release, torchvision and the zoo, driven by the
-key-rename tables in ``keymaps/`` (data, not code)."""
+"""Whole-checkpoint conversions (``zoo convert``, ``scripts/convert_*.py``): official-release or torchvision
+checkpoints -> a zoo folder, built with ``zoo.create`` and checked against the oracle. Above the builder."""
 
 from __future__ import annotations
 
-import json
 import re
-from functools import cache
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
-KEYMAP_DIR = Path(__file__).with_name("keymaps")
+from zoo.builder import create
+from zoo.registry import get_entry
+from zoo.weights.errors import IncompatibleWeightsError
+from zoo.weights.io import load_state_dict_file, save_model_dir
+from zoo.weights.keymaps import to_zoo_keys
+from zoo.weights.load import check_weights_filter_size, fit_problems, official_filter_size
 
+__all__ = ["convert_official", "convert_torchvision", "official_model_name", "oracle_logits_diff"]
 
-@cache
-def _keymap(source: str) -> dict:
-    path = KEYMAP_DIR / f"{source}.json"
-    if not path.is_file():
-        valid = ", ".join(p.stem for p in KEYMAP_DIR.glob("*.json"))
-        raise ValueError(f"no key map for source {source!r}; available: {valid}")
-    return json.loads(path.read_text())
-
-
-def rename_keys(state_dict: dict[str, Tensor], arch: str, source: str = "official") -> dict[str, Tensor]:
-    """Rewrite the keys of a ``source``-format state dict of ``arch`` into zoo (torchvision) keys."""
-    keymap = _keymap(source)
-    if arch not in keymap["archs"]:
-        raise ValueError(f"no {source} key map for {arch!r}; covered: {', '.join(sorted(keymap['archs']))}")
-    table = keymap["tables"][keymap["archs"][arch]]
-    drop = [re.compile(p) for p in table.get("drop", [])]
-    rules = [(re.compile(p), r) for p, r in table.get("rename", [])]
-    out: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        if any(p.search(key) for p in drop):
-            continue
-        for pattern, replacement in rules:
-            if pattern.search(key):
-                key = pattern.sub(replacement, key, count=1)
-                break
-        out[key] = value
-    return out
-
-
-# --- whole-checkpoint conversions (used by scripts/convert_*.py and `zoo convert`) --------------
 
 _OFFICIAL_NAME = re.compile(r"^(?P<arch>.+?)_lpf(?P<k>\d+)(?P<ft>_finetune)?(?:-[0-9a-f]+)?$")
 
@@ -59,14 +34,10 @@ def official_model_name(path: str | Path) -> tuple[str, bool]:
     return f"{match['arch']}_aa{match['k']}", bool(match["ft"])
 
 
-def _load_into(name: str, state: dict[str, Tensor], origin: str, filter_size: int | None = None):
+def _load_into(name: str, state: dict[str, Tensor], origin: str, filter_size: int | None = None) -> torch.nn.Module:
     """Build ``name`` and load ``state`` (zoo keys) strictly; a one-line ``IncompatibleWeightsError``
     naming the keys when it does not fit, or the filter size ``filter_size`` read from an official file
     when it differs from the model's."""
-    from zoo.builder import create
-    from zoo.weights.errors import IncompatibleWeightsError
-    from zoo.weights.load import check_weights_filter_size, fit_problems
-
     model = create(name)
     problems = fit_problems(model, state)
     if problems:
@@ -93,8 +64,6 @@ def convert_torchvision(source: str | Path, name: str, out_dir: str | Path) -> P
     Keys are matched by name (zoo keys == torchvision keys) with ``strict=True``; ``name`` may be
     the baseline (``resnet50``) or an anti-aliased model (``resnet50_aa4``: the blur has no weights).
     """
-    from zoo.weights.io import load_state_dict_file, save_model_dir
-
     _check_out_dir(out_dir)
     text = str(source)
     if Path(text).exists():
@@ -125,10 +94,6 @@ def oracle_logits_diff(official_state: dict[str, Tensor], model, name: str, size
         import antialiased_cnns
     except ImportError:
         return None
-    import torch
-
-    from zoo.registry import get_entry
-
     entry = get_entry(name)
     oracle = getattr(antialiased_cnns, entry.arch)(filter_size=entry.filter_size)
     oracle.load_state_dict(official_state, strict=True)
@@ -153,15 +118,11 @@ def convert_official(
     compared with the oracle's; a difference above 1e-4 raises ``RuntimeError``. Returns
     ``(folder, max logits difference or None)``.
     """
-    from zoo.registry import get_entry
-    from zoo.weights.io import load_state_dict_file, save_model_dir
-    from zoo.weights.load import official_filter_size
-
     _check_out_dir(out_dir)
     name = name or official_model_name(path)[0]
     entry = get_entry(name)
     official = load_state_dict_file(path)
-    renamed = rename_keys(official, entry.arch, source="official")
+    renamed = to_zoo_keys(official, entry.arch, "official")
     model = _load_into(name, renamed, f"the official checkpoint {Path(path).name}", official_filter_size(official))
     diff = oracle_logits_diff(official, model, name) if verify else None
     if diff is not None and diff > 1e-4:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from weights_testlib import MODEL, TAG, TEST_ORG, logits
+from support.weights_testlib import MODEL, TAG, TEST_ORG, logits
 
 import zoo
 from zoo.cli import main
@@ -119,7 +119,7 @@ def test_push_dry_run_writes_a_timm_compatible_folder(tmp_path, monkeypatch, ran
 def test_convert_official_matches_oracle_per_family(arch, tmp_path):
     import antialiased_cnns
 
-    from zoo.weights.convert import convert_official
+    from zoo.convert import convert_official
 
     torch.manual_seed(6)
     pth = tmp_path / f"{arch}_lpf3.pth"

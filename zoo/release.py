@@ -10,6 +10,9 @@ uploaded file's SHA-256 in the manifest.
 Idempotent and resumable: a tag whose recorded SHA-256 is what the hub serves is skipped; a hub file
 equal to the one just built is recorded without a new upload; downloads resume (HTTP Range). A failure
 on one tag is reported and the others go on.
+
+``push_weights`` (``zoo push``) writes and uploads one hub folder from the manifest sources or a local file.
+This module builds models, so it sits above ``zoo.builder``; ``zoo.weights`` never imports it.
 """
 
 from __future__ import annotations
@@ -24,13 +27,16 @@ from typing import Any
 
 import torch
 
+from zoo.builder import create_pretrained, instantiate
+from zoo.convert import oracle_logits_diff
+from zoo.registry import get_entry
 from zoo.weights.io import WEIGHTS_NAME, load_state_dict_file, save_model_dir, sha256_file
+from zoo.weights.keymaps import to_zoo_keys
 from zoo.weights.manifest import Manifest, WeightEntry, load_manifest, record_hub_sha256
 from zoo.weights.publish import model_card, remote_sha256, upload_hub_folder
 from zoo.weights.sources import (
     SourceError,
     _check_hash,
-    _convert,
     download_verified,
     entry_lock,
     remove_stale_temp_files,
@@ -38,7 +44,16 @@ from zoo.weights.sources import (
     url_file_name,
 )
 
-__all__ = ["ORACLE_TOLERANCE", "ReleaseResult", "iter_release", "select_tags", "verify_converted"]
+__all__ = [
+    "ORACLE_TOLERANCE",
+    "ReleaseResult",
+    "build_hub_folder",
+    "iter_release",
+    "push_weights",
+    "select_tags",
+    "verify_converted",
+    "write_hub_folder",
+]
 
 ORACLE_TOLERANCE = 1e-5
 
@@ -140,8 +155,6 @@ def verify_converted(entry: WeightEntry, upstream_state: dict[str, torch.Tensor]
     fmt = _upstream_source(entry)["format"]
     model.eval()
     if fmt == "official":
-        from zoo.weights.convert import oracle_logits_diff
-
         diff = oracle_logits_diff(upstream_state, model, entry.model)
         if diff is None:
             raise RuntimeError(
@@ -171,31 +184,30 @@ def verify_converted(entry: WeightEntry, upstream_state: dict[str, torch.Tensor]
     return "every tensor equal to torchvision's (BlurPool adds no weights)"
 
 
+def write_hub_folder(entry: WeightEntry, model: torch.nn.Module, folder: str | os.PathLike, **cfg_extra: Any) -> str:
+    """Write the hub folder of ``entry`` (weights, ``config.json`` with the manifest's cfg plus ``cfg_extra``,
+    ``README.md`` model card); returns the SHA-256 of its ``model.safetensors``."""
+    cfg = {**model.pretrained_cfg, **entry.pretrained_cfg(), **cfg_extra}
+    params = sum(p.numel() for p in model.parameters())
+    card = {"README.md": model_card(entry, params)}
+    out = save_model_dir(
+        model, folder, name=entry.model, model_args=entry.model_args, pretrained_cfg=cfg, extra_files=card
+    )
+    return sha256_file(out / WEIGHTS_NAME)
+
+
 def build_release_folder(entry: WeightEntry, upstream: Path, upstream_sha: str, out_dir: Path) -> tuple[Path, str, str]:
     """Convert + verify + write the repo folder of ``entry``; returns ``(folder, sha256, check)``."""
-    from zoo.builder import build_model
-    from zoo.registry import get_entry
-
     src = _upstream_source(entry)
     state = load_state_dict_file(upstream)
-    model = build_model(get_entry(entry.model), **entry.model_args)
-    model.load_state_dict(_convert(state, src["format"], entry.architecture), strict=True)
+    model = instantiate(get_entry(entry.model), **entry.model_args)
+    model.load_state_dict(to_zoo_keys(state, entry.architecture, src["format"]), strict=True)
     check = verify_converted(entry, state, model)
-    cfg = {**model.pretrained_cfg, **entry.pretrained_cfg(), "converted_from": upstream.name}
-    cfg["source_sha256"] = upstream_sha
     folder = out_dir / entry.tag
     if folder.exists():
         shutil.rmtree(folder)
-    params = sum(p.numel() for p in model.parameters())
-    save_model_dir(
-        model,
-        folder,
-        name=entry.model,
-        model_args=entry.model_args,
-        pretrained_cfg=cfg,
-        extra_files={"README.md": model_card(entry, params)},
-    )
-    return folder, sha256_file(folder / WEIGHTS_NAME), check
+    digest = write_hub_folder(entry, model, folder, converted_from=upstream.name, source_sha256=upstream_sha)
+    return folder, digest, check
 
 
 def release_one(
@@ -251,3 +263,47 @@ def iter_release(
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             hub = entry.hub_source()
             yield ReleaseResult(tag, "failed", hub["repo_id"] if hub else None, message=reason)
+
+
+def build_hub_folder(
+    tag: str, out_dir: str | os.PathLike, weights: str | os.PathLike | None = None
+) -> tuple[Path, str]:
+    """Write the hub folder of manifest weight ``tag``; returns ``(folder, sha256 of model.safetensors)``.
+
+    ``weights``: a local checkpoint (official ``.pth``, torchvision ``.pth``, or ``.safetensors`` in zoo
+    keys); default: the weights obtained from the manifest sources (cache or upstream).
+    """
+    entry = load_manifest().get(tag)
+    model = create_pretrained(entry.model, weights if weights is not None else entry.pretrained_tag)
+    return Path(out_dir), write_hub_folder(entry, model, out_dir)
+
+
+def push_weights(
+    tag: str,
+    out_dir: str | os.PathLike,
+    *,
+    weights: str | os.PathLike | None = None,
+    dry_run: bool = False,
+    record: bool | None = None,
+    repo_id: str | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """Build the hub folder of ``tag``, upload it (unless ``dry_run``) and record its SHA-256 in the manifest
+    (``record``; default: only when uploaded, so a dry run leaves the manifest alone).
+
+    Returns ``{"folder", "sha256", "repo_id", "uploaded", "recorded"}``.
+    """
+    entry = load_manifest().get(tag)
+    folder, digest = build_hub_folder(tag, out_dir, weights)
+    hub = entry.hub_source()
+    repo = repo_id or (hub["repo_id"] if hub else None)
+    uploaded = False
+    if not dry_run:
+        if repo is None:
+            raise ValueError(f"{tag} has no hf-hub source; pass repo_id")
+        upload_hub_folder(folder, repo, f"Add {tag}", token=token)
+        uploaded = True
+    record = uploaded if record is None else record
+    if record:
+        record_hub_sha256(tag, digest)
+    return {"folder": str(folder), "sha256": digest, "repo_id": repo, "uploaded": uploaded, "recorded": record}
