@@ -125,6 +125,7 @@ def test_weights_never_import_the_builder_or_families() -> None:
         for m, deps in graph.items()
         if m.startswith("zoo.weights")
         for d in deps
-        if d == "zoo.builder" or (d.startswith("zoo.models.") and d not in ("zoo.models._contract", "zoo.models._helpers"))
+        if d == "zoo.builder"
+        or (d.startswith("zoo.models.") and d not in ("zoo.models._contract", "zoo.models._helpers"))
     )
     assert not bad, "zoo.weights imports code above it: " + ", ".join(bad)
