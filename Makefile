@@ -27,10 +27,10 @@ lint: install
 
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not cuda" $(PYTEST_ARGS)
 
 test-all: install
-	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(PY) -m pytest -m "slow and not cuda" $(PYTEST_ARGS)
 
 demo: install
 	$(VENV)/bin/zoo finetune --config configs/finetune/digits.yaml

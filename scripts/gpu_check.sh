@@ -14,7 +14,7 @@ mkdir -p "$out"
 (nvidia-smi || true) > "$out/nvidia-smi.txt" 2>&1
 start=$(date +%s)
 status=0
-ZOO_REQUIRE_CUDA=1 timeout 200 "$py" -m pytest -q -p no:cacheprovider -rs tests/layers/test_blur_cuda.py \
+ZOO_REQUIRE_CUDA=1 timeout 200 "$py" -m pytest -q -p no:cacheprovider -rs -m cuda tests/layers/test_blur_cuda.py \
   2>&1 | tee "$out/cuda_tests.txt" || status=$?
 echo "CUDA tests: exit ${status}, $(( $(date +%s) - start )) s" | tee -a "$out/cuda_tests.txt"
 timeout 260 "$py" scripts/benchmark.py --device cuda --precision fp32 bf16 --batch-sizes 32 64 \

@@ -1,5 +1,6 @@
 """Every blur mode on CUDA in float32, float16 and bfloat16 (forward and backward), and a whole model
-under bf16 autocast. Skipped without CUDA unless ``ZOO_REQUIRE_CUDA=1`` (``scripts/gpu_check.sh``
+under bf16 autocast. Marked ``cuda``: ``make test`` deselects them; a bare run
+without CUDA skips them unless ``ZOO_REQUIRE_CUDA=1`` (``scripts/gpu_check.sh``
 sets it, so there a missing GPU fails instead of skipping)."""
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import torch
 import zoo
 from zoo.layers import BLUR_MODES, PAD_MODES, BlurConv2d, BlurPool2d, MaxBlurPool2d
 
-pytestmark = pytest.mark.skipif(
-    not torch.cuda.is_available() and not os.environ.get("ZOO_REQUIRE_CUDA"), reason="needs a CUDA device"
-)
+# `cuda`: deselected by `make test`/`make test-all` (CPU machines); a bare pytest run without a GPU skips them.
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(
+        not torch.cuda.is_available() and not os.environ.get("ZOO_REQUIRE_CUDA"), reason="needs a CUDA device"
+    ),
+]
 
 TOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}  # relative to max |reference|
 DTYPES = list(TOL)
