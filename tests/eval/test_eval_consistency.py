@@ -8,7 +8,7 @@ import torch
 from eval_nets import BrightnessClassifier, circular_net
 
 from zoo.eval import diagonal_shift_curve, shift_consistency
-from zoo.eval._stats import wilson_interval
+from zoo.stats import wilson_interval
 from zoo.eval.consistency import shift_offsets
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from zoo.eval._batches import evaluating, iter_batches, model_device
 from zoo.eval._dist import gather_records
-from zoo.eval._stats import proportion_ci
+from zoo.stats import proportion_ci
 from zoo.eval.consistency import _check_labels, group_list
 from zoo.eval.registry import Context, Metric, centre, register
 

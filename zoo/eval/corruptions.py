@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
 from zoo.eval._corrupt import COMMON, EXTRA, GROUPS, corrupt
 from zoo.eval._dist import gather_records
-from zoo.eval._stats import mean_ci, proportion_ci
+from zoo.stats import mean_ci, proportion_ci
 from zoo.eval.consistency import _check_labels, group_list
 from zoo.eval.registry import Context, Metric, centre, register
 

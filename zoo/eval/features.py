@@ -21,7 +21,7 @@ from zoo.eval._batches import evaluating, iter_batches, model_device
 from zoo.eval._dist import gather_records
 from zoo.eval._distance import cosine_distance
 from zoo.eval._layers import capture, resolve_layers
-from zoo.eval._stats import mean_ci, quiet_nan
+from zoo.stats import mean_ci, quiet_nan
 from zoo.eval.consistency import group_list
 
 __all__ = ["FRACTIONAL", "feature_distance", "fourier_shift", "shift_features"]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
 from zoo.eval._dist import gather_records
-from zoo.eval._stats import mean_ci, proportion_ci
+from zoo.stats import mean_ci, proportion_ci
 from zoo.eval.consistency import group_list
 
 __all__ = ["SENSITIVITY_PROTOCOLS", "frame_sensitivity", "make_frames", "shift_sensitivity"]
