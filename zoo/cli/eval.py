@@ -75,7 +75,7 @@ def _generator(spec: str) -> Any:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from zoo.eval._dist import init_from_env, is_main
+    from zoo.distributed import is_main, setup
     from zoo.eval.runner import load_config, load_models, run_eval
 
     if args.threads is not None:
@@ -85,7 +85,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out} is an existing file; give a directory (it is created if missing)")
-    created = init_from_env()
+    group = setup(args.device or "cpu", option="--device")
     try:
         config = load_config(args.config, _overrides(args))
         names = _csv_list(args.models or "")
@@ -96,10 +96,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         models += [_generator(spec) for spec in args.generator or []]
         run_eval(models, config, out_dir=args.out, progress=not args.no_progress, device=args.device, log=log)
     finally:
-        if created:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        group.close()
     return 0
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from zoo.eval._dist import rank_world, shard_positions
+from zoo.distributed import rank_world, shard_positions
 
 __all__ = [
     "EMBEDDED_DISTINCT",

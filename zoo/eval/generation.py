@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device
-from zoo.eval._dist import gather_records
 from zoo.eval._seeding import image_rng
 from zoo.stats import mean_ci
 

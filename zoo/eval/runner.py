@@ -12,9 +12,9 @@ import torch
 import yaml
 from torch import nn
 
+from zoo.distributed import is_main, rank_world
 from zoo.eval import consistency as _consistency
 from zoo.eval import report as _report
-from zoo.eval._dist import is_main, rank_world
 from zoo.eval.data import ImageSource, open_source
 from zoo.eval.deformation import deformation_sensitivity, filter_smoothness
 from zoo.eval.features import feature_distance

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zoo.weights.io import atomic_path, atomic_write
+from zoo.io import atomic_path, atomic_write
 
 __all__ = [
     "COLUMNS",

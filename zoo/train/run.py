@@ -18,11 +18,12 @@ import torch
 import yaml
 
 from zoo.builder import create
+from zoo.distributed import DistContext, broadcast_object, setup
+from zoo.io import atomic_write
 from zoo.registry import get_entry
 from zoo.train.checkpoint import STATE_NAME, CheckpointError, check_compatible, load_train_state
 from zoo.train.config import FinetuneConfig, config_to_dict, load_config
 from zoo.train.data import build_data
-from zoo.train.distributed import DistContext, broadcast_object, setup
 from zoo.train.loop import ModelRun, RunResult, fingerprint, train_model
 from zoo.train.report import (
     comparison_rows,
@@ -33,7 +34,6 @@ from zoo.train.report import (
     seed_rows,
 )
 from zoo.weights.errors import WeightsUnavailableError
-from zoo.weights.io import atomic_write
 
 __all__ = ["FinetuneInterrupted", "FinetuneResult", "build_model", "finetune", "twin_name"]
 
