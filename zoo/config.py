@@ -23,8 +23,14 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid (unknown key, wrong type, value out of range)."""
 
 
+_SAID: set[tuple[str, str]] = set()
+
+
 def deprecated(old: str, new: str) -> None:
     """Say once on stderr that spelling ``old`` is deprecated in favour of ``new`` (it keeps working)."""
+    if (old, new) in _SAID:
+        return
+    _SAID.add((old, new))
     print(f"zoo: deprecated: {old} is now spelled {new} (the old spelling still works for now)", file=sys.stderr)
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import yaml
 
+from zoo.config import PRETRAINED_POLICIES, pretrained_policy
+
 __all__ = ["register"]
 
 
@@ -92,7 +94,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if not names and not args.generator:
             raise ValueError("give --models A,B,... (see `zoo list`) or --generator MODULE:ATTR")
         log = print if is_main() else (lambda _msg: None)
-        models = load_models(names, args.pretrained, _weights(args.weights, names), log=log, init_seed=config["seed"])
+        policy = pretrained_policy(args.pretrained, "--pretrained")
+        models = load_models(names, policy, _weights(args.weights, names), log=log, init_seed=config["seed"])
         models += [_generator(spec) for spec in args.generator or []]
         run_eval(models, config, out_dir=args.out, progress=not args.no_progress, device=args.device, log=log)
     finally:
@@ -130,10 +133,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the model's, i.e. cpu)")
     p.add_argument(
         "--pretrained",
-        choices=("auto", "required", "none"),
+        choices=(*PRETRAINED_POLICIES, "true", "false"),
         default="auto",
+        metavar="{" + ",".join(PRETRAINED_POLICIES) + "}",
         help="auto: pretrained weights when obtainable, else random init with a notice; "
-        "required: fail without them; none: random init",
+        "required: fail without them; none: random init (true/false: deprecated spellings of required/none)",
     )
     p.add_argument(
         "--weights",

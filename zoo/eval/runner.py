@@ -12,6 +12,7 @@ import torch
 import yaml
 from torch import nn
 
+from zoo.config import PRETRAINED_POLICIES
 from zoo.distributed import is_main, rank_world
 from zoo.eval import consistency as _consistency
 from zoo.eval import report as _report
@@ -31,7 +32,6 @@ __all__ = [
 ]
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
-PRETRAINED_MODES = ("auto", "required", "none")
 PROTOCOLS = ("seeded", "official")
 # protocol: official = the release's ImageNet script: Resize(256) + CenterCrop(256), two 224 crops at
 # per-batch offsets in 0..31, 5 passes over the data
@@ -145,8 +145,8 @@ def load_models(
     """
     import zoo
 
-    if pretrained not in PRETRAINED_MODES:
-        raise ValueError(f"pretrained must be one of {', '.join(PRETRAINED_MODES)}, got {pretrained!r}")
+    if pretrained not in PRETRAINED_POLICIES:
+        raise ValueError(f"pretrained must be one of {', '.join(PRETRAINED_POLICIES)}, got {pretrained!r}")
     weights = weights or {}
     stray = sorted(set(weights) - set(names))
     if stray:
