@@ -57,3 +57,20 @@ def test_parse_override_reads_yaml_values() -> None:
     assert parse_override("features.layers=[a, b]") == ("features.layers", ["a", "b"])
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("epochs")
+
+
+def test_eval_overrides_are_key_value_like_finetune_and_set_still_works(capsys) -> None:
+    import argparse
+
+    from zoo.cli.eval import _overrides, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    new = parser.parse_args(["eval", "features.shifts=4", "consistency.protocols=[crop]", "--limit", "3"])
+    old = ["--set", "features.shifts=4", "--set", "consistency.protocols=[crop]", "--limit", "3"]
+    old = parser.parse_args(["eval", *old])
+    expected = {"features": {"shifts": 4}, "consistency": {"protocols": ["crop"]}, "limit": 3}
+    assert _overrides(new) == expected and "deprecated" not in capsys.readouterr().err
+    assert _overrides(old) == expected and "deprecated: --set KEY=VALUE" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="must be KEY=VALUE"):
+        _overrides(parser.parse_args(["eval", "--set", "features"]))

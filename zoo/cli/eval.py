@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from zoo.config import PRETRAINED_POLICIES, pretrained_policy
+from zoo.config import PRETRAINED_POLICIES, deprecated, parse_override, pretrained_policy
 
 __all__ = ["register"]
 
@@ -37,15 +36,17 @@ def _weights(text: str | None, models: list[str]) -> dict[str, str]:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     over: dict[str, Any] = {}
-    for item in args.set or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r} must be KEY=VALUE, e.g. features.shifts=4")
+    if args.set:
+        deprecated("--set KEY=VALUE", "KEY=VALUE (as in zoo finetune)")
+    for item in [*args.overrides, *(args.set or [])]:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must be KEY=VALUE, e.g. features.shifts=4")
+        key, value = parse_override(item)
         node = over
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = value
     for key in ("data", "limit", "seed", "batch_size", "num_workers"):
         value = getattr(args, key)
         if value is not None:
@@ -120,11 +121,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="eval_out", help="output directory for results.json, CSV and PNG (eval_out)")
     p.add_argument("--config", help="YAML overriding zoo/eval/defaults.yaml, e.g. configs/eval/imagenet.yaml")
     p.add_argument(
-        "--set",
-        action="append",
+        "overrides",
+        nargs="*",
         metavar="KEY=VALUE",
-        help="override one config key (repeatable), e.g. --set features.shifts=4 --set consistency.protocols=[crop]",
+        help="config overrides, as in zoo finetune: e.g. features.shifts=4 consistency.protocols=[crop]",
     )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="deprecated spelling of a KEY=VALUE override")
     p.add_argument("--limit", type=int, help="at most this many images per metric")
     p.add_argument("--seed", type=int, help="seed of the image order and of all per-image offsets")
     p.add_argument("--batch-size", dest="batch_size", type=int)
