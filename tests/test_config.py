@@ -6,7 +6,7 @@ import pytest
 
 from zoo import config as zoo_config
 from zoo.config import PRETRAINED_POLICIES, ConfigError, parse_override, pretrained_policy
-from zoo.train.config import load_config
+from zoo.train.config import load_finetune_config
 
 
 @pytest.fixture(autouse=True)
@@ -34,9 +34,9 @@ def test_sources_only_where_allowed() -> None:
 
 
 def test_finetune_config_speaks_the_same_vocabulary(capsys) -> None:
-    assert load_config(None, ["model.pretrained=false"]).model.pretrained is False  # kept; read as none
+    assert load_finetune_config(None, ["model.pretrained=false"]).model.pretrained is False  # kept; read as none
     assert "model.pretrained=none" in capsys.readouterr().err
-    assert load_config(None, ["model.pretrained=required"]).model.pretrained == "required"
+    assert load_finetune_config(None, ["model.pretrained=required"]).model.pretrained == "required"
 
 
 def test_eval_cli_accepts_the_old_finetune_spelling(capsys) -> None:

@@ -11,13 +11,13 @@ import torch
 from eval_nets import PositionalBias, Subsample, circular_net
 
 from zoo.distributed import setup
-from zoo.eval.runner import EvalModel, load_config, run_eval
+from zoo.eval.runner import EvalModel, load_eval_config, run_eval
 
 
 def main(data: str, out: str) -> None:
     torch.set_num_threads(1)
     group = setup("cpu")
-    config = load_config(
+    config = load_eval_config(
         overrides={
             "data": data,
             "resize": 32,

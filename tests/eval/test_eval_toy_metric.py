@@ -35,9 +35,9 @@ def toy_metric():
 
 
 def test_a_registered_metric_runs_reports_and_compares(tmp_path, toy_metric) -> None:
-    from zoo.eval.runner import load_config, run_eval
+    from zoo.eval.runner import load_eval_config, run_eval
 
-    config = load_config(overrides={"metrics": ["class0"], "limit": 6, "resize": 32, "crop": 32, "shuffle": False})
+    config = load_eval_config(overrides={"metrics": ["class0"], "limit": 6, "resize": 32, "crop": 32, "shuffle": False})
     lines: list[str] = []
     models = {"zero": Constant(0), "one": Constant(1)}
     res = run_eval(models, config, out_dir=tmp_path, progress=False, log=lines.append)
@@ -57,7 +57,7 @@ def test_a_registered_metric_runs_reports_and_compares(tmp_path, toy_metric) -> 
 
 
 def test_an_unregistered_metric_is_a_clear_error() -> None:
-    from zoo.eval.runner import load_config
+    from zoo.eval.runner import load_eval_config
 
     with pytest.raises(ValueError, match="class0"):
-        load_config(overrides={"metrics": ["class0"]})
+        load_eval_config(overrides={"metrics": ["class0"]})

@@ -79,7 +79,7 @@ def _generator(spec: str) -> Any:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from zoo.distributed import is_main, setup
-    from zoo.eval.runner import load_config, load_models, run_eval
+    from zoo.eval.runner import load_eval_config, load_models, run_eval
 
     if args.threads is not None:
         if args.threads < 1:
@@ -90,7 +90,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out} is an existing file; give a directory (it is created if missing)")
     group = setup(args.device or "cpu", option="--device")
     try:
-        config = load_config(args.config, _overrides(args))
+        config = load_eval_config(args.config, _overrides(args))
         names = _csv_list(args.models or "")
         if not names and not args.generator:
             raise ValueError("give --models A,B,... (see `zoo list`) or --generator MODULE:ATTR")

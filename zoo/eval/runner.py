@@ -26,7 +26,7 @@ from zoo.eval.sensitivity import IMAGENET_MEAN, IMAGENET_STD, shift_sensitivity
 __all__ = [
     "DEFAULTS_PATH",
     "EvalModel",
-    "load_config",
+    "load_eval_config",
     "load_models",
     "run_eval",
 ]
@@ -82,7 +82,7 @@ def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> Non
         raise ValueError(f"{name} must be {valid}, got {value!r}")
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def load_eval_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Defaults (``zoo/eval/defaults.yaml``) <- the YAML file ``path`` <- ``overrides``; unknown keys raise.
 
     ``protocol: official`` fixes the release's ImageNet settings (:data:`OFFICIAL`); setting one of
@@ -390,7 +390,7 @@ def run_eval(
     ``config["data"]``. Classifier metrics skip generators and vice versa (noted in the log).
     Returns ``{"config", "data": {"source", "images"}, "models": {name: {"weights", metric: result}}}``.
     """
-    config = config if config is not None else load_config()
+    config = config if config is not None else load_eval_config()
     if isinstance(models, dict):
         models = [EvalModel(name, module) for name, module in models.items()]
     if not models:

@@ -34,7 +34,7 @@ __all__ = [
     "TrainConfig",
     "config_keys",
     "config_to_dict",
-    "load_config",
+    "load_finetune_config",
 ]
 
 
@@ -340,14 +340,14 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, A
             yield dotted, value
 
 
-def load_config(
+def load_finetune_config(
     path: str | os.PathLike | None = None,
     overrides: Iterable[str] = (),
     **values: Any,
 ) -> FinetuneConfig:
     """Defaults, then the YAML file ``path``, then ``key=value`` ``overrides``, then ``values``.
 
-    ``values`` use ``__`` for dots: ``load_config(train__epochs=1)``. The result is validated.
+    ``values`` use ``__`` for dots: ``load_finetune_config(train__epochs=1)``. The result is validated.
     """
     cfg = FinetuneConfig()
     if path is not None:

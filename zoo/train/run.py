@@ -23,7 +23,7 @@ from zoo.distributed import DistContext, broadcast_object, setup
 from zoo.io import atomic_write
 from zoo.registry import get_entry
 from zoo.train.checkpoint import STATE_NAME, CheckpointError, check_compatible, load_train_state
-from zoo.train.config import FinetuneConfig, config_to_dict, load_config
+from zoo.train.config import FinetuneConfig, config_to_dict, load_finetune_config
 from zoo.train.data import build_data
 from zoo.train.loop import ModelRun, RunResult, fingerprint, train_model
 from zoo.train.report import (
@@ -231,7 +231,7 @@ def finetune(
     ``values``: ``section__key=value`` keyword overrides. Under ``torchrun`` each process trains on its
     shard (DDP); only rank 0 writes files and prints.
     """
-    cfg = config if isinstance(config, FinetuneConfig) else load_config(config, overrides, **values)
+    cfg = config if isinstance(config, FinetuneConfig) else load_finetune_config(config, overrides, **values)
     if isinstance(config, FinetuneConfig) and (overrides or values):
         raise ValueError("pass overrides with a config path, or edit the FinetuneConfig directly")
     _threads(cfg)
