@@ -8,17 +8,16 @@ from __future__ import annotations
 import sys
 
 import torch
-import torch.distributed as dist
 from eval_nets import PositionalBias, Subsample, circular_net
 
-from zoo.eval._dist import init_from_env
-from zoo.eval.runner import EvalModel, load_config, run_eval
+from zoo.distributed import setup
+from zoo.eval.runner import EvalModel, load_eval_config, run_eval
 
 
 def main(data: str, out: str) -> None:
     torch.set_num_threads(1)
-    created = init_from_env()
-    config = load_config(
+    group = setup("cpu")
+    config = load_eval_config(
         overrides={
             "data": data,
             "resize": 32,
@@ -44,8 +43,7 @@ def main(data: str, out: str) -> None:
         EvalModel("biased", PositionalBias(torch.linspace(-1, 1, 16 * 16).reshape(1, 16, 16)), kind="generator"),
     ]
     run_eval(models, config, out_dir=out, progress=False)
-    if created:
-        dist.destroy_process_group()
+    group.close()
 
 
 if __name__ == "__main__":

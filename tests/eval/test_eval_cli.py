@@ -13,7 +13,7 @@ import torch
 
 import zoo
 from zoo.cli import main
-from zoo.eval.runner import load_config, load_models
+from zoo.eval.runner import load_eval_config, load_models
 from zoo.weights import WeightsUnavailableError
 
 SMALL = [  # every metric, tiny: 2 images at 64 px, 2x2 feature shifts, one sensitivity embedding
@@ -116,10 +116,10 @@ def test_corruptions_and_flip_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_imagenet_config_is_the_published_protocol() -> None:
-    cfg = load_config(Path(__file__).parents[2] / "configs" / "eval" / "imagenet.yaml")
+    cfg = load_eval_config(Path(__file__).parents[2] / "configs" / "eval" / "imagenet.yaml")
     assert (cfg["resize"], cfg["crop"], cfg["consistency"]["max_shift"]) == (256, 256, 32)
     assert cfg["consistency"]["protocols"] == ["crop", "circular"] and cfg["diagonal"]["max_shift"] == 32
-    official = load_config(overrides={"protocol": "official"})
+    official = load_eval_config(overrides={"protocol": "official"})
     assert (official["resize"], official["crop"], official["consistency"]["max_shift"]) == (256, 256, 32)
     assert official["consistency"]["passes"] == 5
 
@@ -191,7 +191,7 @@ def test_official_protocol_through_run_eval_streams_the_data_once_per_pass() -> 
     net.register_forward_hook(lambda _m, inputs, _o: calls.append(tuple(inputs[0].shape)))
     over = {"protocol": "official", "metrics": ["consistency"], "limit": 3, "batch_size": 2}
     over["consistency"] = {"protocols": ["crop"]}
-    res = run_eval([EvalModel("tiny", net)], load_config(overrides=over), progress=False, log=lambda _m: None)
+    res = run_eval([EvalModel("tiny", net)], load_eval_config(overrides=over), progress=False, log=lambda _m: None)
     crop = res["models"]["tiny"]["consistency"]["crop"]
     assert crop["procedure"] == "official" and crop["passes"] == 5 and crop["n"] == 3
     assert calls == [(4, 3, 224, 224), (2, 3, 224, 224)] * 5  # 2 views x (2 + 1 images), 5 passes of 256 px data

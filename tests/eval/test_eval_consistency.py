@@ -8,8 +8,8 @@ import torch
 from eval_nets import BrightnessClassifier, circular_net
 
 from zoo.eval import diagonal_shift_curve, shift_consistency
-from zoo.eval._stats import wilson_interval
 from zoo.eval.consistency import shift_offsets
+from zoo.stats import wilson_interval
 
 
 def _images(n: int, size: int = 24, seed: int = 0) -> torch.Tensor:

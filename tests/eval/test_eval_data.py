@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.eval._dist import shard_positions
+from zoo.distributed import shard_positions
 from zoo.eval.data import EmbeddedSource, HFSource, eval_transform, open_source, stream_batches
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

@@ -7,15 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from zoo.data import DatasetError, stratified_sample
 from zoo.train.config import DataConfig
-from zoo.train.data import (
-    DatasetError,
-    build_data,
-    digits_tensors,
-    records_bundle,
-    scan_image_folder,
-    stratified_sample,
-)
+from zoo.train.data import build_data, digits_tensors, records_bundle, scan_image_folder
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 

@@ -14,8 +14,8 @@ import zoo
 from zoo.train import finetune
 from zoo.train import loop as loop_module
 from zoo.train.checkpoint import CheckpointError, load_train_state
-from zoo.train.config import load_config
-from zoo.train.run import build_model
+from zoo.train.config import load_finetune_config
+from zoo.train.run import init_model
 from zoo.weights.io import load_state_dict_file
 
 PROBE = torch.Generator().manual_seed(123)
@@ -161,9 +161,11 @@ def test_truncated_train_state_is_a_clear_error(tmp_path, one_epoch):
 
 
 def test_twin_run_same_init_and_comparison_table(tmp_path, tiny_args, capsys):
-    cfg = load_config(None, tiny_args(tmp_path, "model.twin=true", "data.limit_train=32", "data.limit_eval=16"))
-    aa, _, _ = build_model(cfg, "resnet18_aa4", 10)
-    base, _, _ = build_model(cfg, "resnet18", 10)
+    cfg = load_finetune_config(
+        None, tiny_args(tmp_path, "model.twin=true", "data.limit_train=32", "data.limit_eval=16")
+    )
+    aa, _, _ = init_model(cfg, "resnet18_aa4", 10)
+    base, _, _ = init_model(cfg, "resnet18", 10)
     params = dict(base.named_parameters())
     assert all(torch.equal(p, params[k]) for k, p in aa.named_parameters())  # same seed -> same initial weights
     result = finetune(cfg)
@@ -177,8 +179,10 @@ def test_twin_run_same_init_and_comparison_table(tmp_path, tiny_args, capsys):
 
 
 def test_linear_probe_changes_only_the_classifier(tmp_path, tiny_args):
-    cfg = load_config(None, tiny_args(tmp_path, "model.mode=linear_probe", "data.limit_train=32", "data.limit_eval=16"))
-    init, _, _ = build_model(cfg, "resnet18_aa4", 10)
+    cfg = load_finetune_config(
+        None, tiny_args(tmp_path, "model.mode=linear_probe", "data.limit_train=32", "data.limit_eval=16")
+    )
+    init, _, _ = init_model(cfg, "resnet18_aa4", 10)
     run = finetune(cfg)["resnet18_aa4"]
     trained = run.model.state_dict()
     for key, value in init.state_dict().items():
@@ -207,12 +211,12 @@ def test_required_pretrained_weights_fail_clearly_when_unreachable(tmp_path, tin
         raise WeightsUnavailableError("could not obtain weights", [("hub", "offline")])
 
     monkeypatch.setattr("zoo.builder.create_pretrained", unreachable)
-    cfg = load_config(None, tiny_args(tmp_path, "model.pretrained=auto"))
-    _, init, detail = build_model(cfg, "resnet18_aa4", 10)
+    cfg = load_finetune_config(None, tiny_args(tmp_path, "model.pretrained=auto"))
+    _, init, detail = init_model(cfg, "resnet18_aa4", 10)
     assert init == "random (no weights)" and "PRETRAINED WEIGHTS UNREACHABLE" in detail and "hub: offline" in detail
-    cfg = load_config(None, tiny_args(tmp_path, "model.pretrained=true"))
+    cfg = load_finetune_config(None, tiny_args(tmp_path, "model.pretrained=true"))
     with pytest.raises(WeightsUnavailableError):
-        build_model(cfg, "resnet18_aa4", 10)
+        init_model(cfg, "resnet18_aa4", 10)
 
 
 def test_image_folder_run_reports_skipped_images(tmp_path, tiny_args, capsys):
@@ -265,7 +269,7 @@ def test_selection_uses_the_validation_split_and_the_table_reports_the_test_spli
     args = tiny_args(tmp_path, "train.epochs=3", "eval.consistency=false", "data.limit_eval=null")
     result = finetune(None, args)
     run = result["resnet18_aa4"]
-    cfg = load_config(None, args)
+    cfg = load_finetune_config(None, args)
     pcfg = json.loads((run.run_dir / "config.json").read_text())["pretrained_cfg"]
     bundle = build_data(cfg.data, 3, pcfg["mean"], pcfg["std"])
     assert (len(bundle.val), len(bundle.test)) == (270, 450)

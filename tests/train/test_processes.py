@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from slow_checkpoint import SLOW_RUN, TEST_DELAY_ENV
 
 import zoo
 from zoo.train import finetune
-from zoo.train.checkpoint import TEST_DELAY_ENV, load_train_state
+from zoo.train.checkpoint import load_train_state
 from zoo.weights.io import load_state_dict_file
 
 ZOO = str(Path(sys.executable).parent / "zoo")
@@ -48,7 +49,7 @@ def test_sigkill_while_writing_checkpoint_keeps_previous_one(tmp_path, tiny_args
     args = tiny_args(tmp_path, "train.epochs=3")
     with open(tmp_path / "stdout.txt", "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", RUN, "finetune", *args],
+            [sys.executable, "-c", SLOW_RUN, "finetune", *args],
             stdout=out, stderr=subprocess.PIPE, text=True, env=_env(**{TEST_DELAY_ENV: "2:120"}),
         )  # fmt: skip
         try:

@@ -9,10 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from test_processes import RUN, _env, _wait_for_line
+from slow_checkpoint import SLOW_RUN, TEST_DELAY_ENV
+from test_processes import _env, _wait_for_line
 
 from zoo.train import finetune
-from zoo.train.checkpoint import TEST_DELAY_ENV, load_train_state
+from zoo.train.checkpoint import load_train_state
 
 TWIN = ("model.twin=true", "train.epochs=2")
 
@@ -40,7 +41,7 @@ def _interrupt(tmp_path, args, model, sig):
     """
     with open(tmp_path / "stdout.txt", "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", RUN, "finetune", *args],
+            [sys.executable, "-c", SLOW_RUN, "finetune", *args],
             stdout=out, stderr=subprocess.PIPE, text=True, env=_env(**{TEST_DELAY_ENV: f"2:120:{model}"}),
         )  # fmt: skip
         try:

@@ -9,7 +9,7 @@ def tiny(out: Path, *extra: str) -> list[str]:
     """Overrides for a tiny digits run of resnet18_aa4 at 32 px (64 train / 32 eval images)."""
     return [
         "model.name=resnet18_aa4",
-        "model.pretrained=false",
+        "model.pretrained=none",
         "data.source=digits",
         "data.image_size=32",
         "data.limit_train=64",

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
+
+from zoo.config import PRETRAINED_POLICIES, deprecated, parse_override, pretrained_policy
 
 __all__ = ["register"]
 
@@ -35,15 +36,17 @@ def _weights(text: str | None, models: list[str]) -> dict[str, str]:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     over: dict[str, Any] = {}
-    for item in args.set or []:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r} must be KEY=VALUE, e.g. features.shifts=4")
+    if args.set:
+        deprecated("--set KEY=VALUE", "KEY=VALUE (as in zoo finetune)")
+    for item in [*args.overrides, *(args.set or [])]:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must be KEY=VALUE, e.g. features.shifts=4")
+        key, value = parse_override(item)
         node = over
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = value
     for key in ("data", "limit", "seed", "batch_size", "num_workers"):
         value = getattr(args, key)
         if value is not None:
@@ -75,8 +78,8 @@ def _generator(spec: str) -> Any:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from zoo.eval._dist import init_from_env, is_main
-    from zoo.eval.runner import load_config, load_models, run_eval
+    from zoo.distributed import is_main, setup
+    from zoo.eval.runner import load_eval_config, load_models, run_eval
 
     if args.threads is not None:
         if args.threads < 1:
@@ -85,21 +88,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out} is an existing file; give a directory (it is created if missing)")
-    created = init_from_env()
+    group = setup(args.device or "cpu", option="--device")
     try:
-        config = load_config(args.config, _overrides(args))
+        config = load_eval_config(args.config, _overrides(args))
         names = _csv_list(args.models or "")
         if not names and not args.generator:
             raise ValueError("give --models A,B,... (see `zoo list`) or --generator MODULE:ATTR")
         log = print if is_main() else (lambda _msg: None)
-        models = load_models(names, args.pretrained, _weights(args.weights, names), log=log, init_seed=config["seed"])
+        policy = pretrained_policy(args.pretrained, "--pretrained")
+        models = load_models(names, policy, _weights(args.weights, names), log=log, init_seed=config["seed"])
         models += [_generator(spec) for spec in args.generator or []]
         run_eval(models, config, out_dir=args.out, progress=not args.no_progress, device=args.device, log=log)
     finally:
-        if created:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        group.close()
     return 0
 
 
@@ -120,11 +121,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="eval_out", help="output directory for results.json, CSV and PNG (eval_out)")
     p.add_argument("--config", help="YAML overriding zoo/eval/defaults.yaml, e.g. configs/eval/imagenet.yaml")
     p.add_argument(
-        "--set",
-        action="append",
+        "overrides",
+        nargs="*",
         metavar="KEY=VALUE",
-        help="override one config key (repeatable), e.g. --set features.shifts=4 --set consistency.protocols=[crop]",
+        help="config overrides, as in zoo finetune: e.g. features.shifts=4 consistency.protocols=[crop]",
     )
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="deprecated spelling of a KEY=VALUE override")
     p.add_argument("--limit", type=int, help="at most this many images per metric")
     p.add_argument("--seed", type=int, help="seed of the image order and of all per-image offsets")
     p.add_argument("--batch-size", dest="batch_size", type=int)
@@ -133,10 +135,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the model's, i.e. cpu)")
     p.add_argument(
         "--pretrained",
-        choices=("auto", "required", "none"),
+        choices=(*PRETRAINED_POLICIES, "true", "false"),
         default="auto",
+        metavar="{" + ",".join(PRETRAINED_POLICIES) + "}",
         help="auto: pretrained weights when obtainable, else random init with a notice; "
-        "required: fail without them; none: random init",
+        "required: fail without them; none: random init (true/false: deprecated spellings of required/none)",
     )
     p.add_argument(
         "--weights",

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from zoo.train.config import config_to_dict, load_config
+from zoo.train.config import config_to_dict, load_finetune_config
 
 
 def _resume_command(args: argparse.Namespace, root: str) -> str:
@@ -21,7 +21,7 @@ def _resume_command(args: argparse.Namespace, root: str) -> str:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from zoo.train.run import FinetuneInterrupted, finetune
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_finetune_config(args.config, args.overrides)
     if args.print_config:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0

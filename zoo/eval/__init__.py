@@ -18,7 +18,7 @@ from zoo.eval.deformation import deformation_sensitivity, filter_smoothness
 from zoo.eval.features import feature_distance
 from zoo.eval.flip import flip_rates
 from zoo.eval.generation import generation_stability
-from zoo.eval.runner import EvalModel, load_config, load_models, run_eval
+from zoo.eval.runner import EvalModel, load_eval_config, load_models, run_eval
 from zoo.eval.sensitivity import shift_sensitivity
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
     "flip_rates",
     "generation_stability",
     "imagenet_c_errors",
-    "load_config",
+    "load_eval_config",
     "load_models",
     "open_source",
     "run_eval",

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zoo.eval._dist import rank_world
+from zoo.distributed import rank_world
 
 __all__ = ["Batch", "evaluating", "iter_batches", "model_device", "run_chunked"]
 

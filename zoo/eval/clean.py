@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device
-from zoo.eval._dist import gather_records
-from zoo.eval._stats import proportion_ci
 from zoo.eval.consistency import _check_labels, group_list
 from zoo.eval.registry import Context, Metric, centre, register
+from zoo.stats import proportion_ci
 
 __all__ = ["clean_accuracy"]
 

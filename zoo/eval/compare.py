@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.eval._stats import mcnemar_exact, paired_bootstrap
+from zoo.stats import mcnemar_exact, paired_bootstrap
 
 __all__ = ["compare_models", "compare_pair"]
 

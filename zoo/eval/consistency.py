@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from zoo.distributed import gather_records, rank_world
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
-from zoo.eval._dist import gather_records, rank_world
 from zoo.eval._seeding import image_rng, stream_id
-from zoo.eval._stats import mean_ci, proportion_ci
+from zoo.stats import mean_ci, proportion_ci
 
 __all__ = ["PROCEDURES", "PROTOCOLS", "diagonal_shift_curve", "shift_consistency", "shift_offsets"]
 

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
 from zoo.eval._corrupt import COMMON, EXTRA, GROUPS, corrupt
-from zoo.eval._dist import gather_records
-from zoo.eval._stats import mean_ci, proportion_ci
 from zoo.eval.consistency import _check_labels, group_list
 from zoo.eval.registry import Context, Metric, centre, register
+from zoo.stats import mean_ci, proportion_ci
 
 __all__ = [
     "ALEXNET_ERRORS",

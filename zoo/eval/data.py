@@ -22,7 +22,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from zoo.eval._dist import rank_world, shard_positions
+from zoo.data import image_files, is_image_file
+from zoo.distributed import rank_world, shard_positions
 
 __all__ = [
     "EMBEDDED_DISTINCT",
@@ -40,7 +41,6 @@ __all__ = [
     "stream_batches",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 # Every distinct photograph scikit-image ships without a download (synthetic images, the binary
 # horse silhouette and `cat`, a second copy of `chelsea`, are left out): (name, loader attribute,
 # item of a tuple-returning loader or None, photo). Grey photos are repeated into 3 channels; the two
@@ -132,10 +132,6 @@ def _rgb(path: str | Path) -> Image.Image:
         raise ValueError(f"cannot read image {path}: {err}") from err
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
 class FileListSource:
     """A list of image files (no labels)."""
 
@@ -161,12 +157,7 @@ class FolderSource:
     def __init__(self, root: str | Path) -> None:
         root = Path(root)
         self.classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        self.items = [
-            (p, label)
-            for label, cls in enumerate(self.classes)
-            for p in sorted((root / cls).rglob("*"))
-            if _is_image(p)
-        ]
+        self.items = [(p, label) for label, cls in enumerate(self.classes) for p in image_files(root / cls)]
         if not self.items:
             raise ValueError(f"{root}: no images in class sub-folders (expected root/<class>/<image>)")
         self.name = root.name
@@ -283,18 +274,18 @@ def open_source(
         return HFSource.open(spec[3:], split=split, image_key=image_key, label_key=label_key)
     path = Path(spec).expanduser()
     if any(ch in spec for ch in "*?["):
-        files = sorted(p for p in map(Path, globlib.glob(spec, recursive=True)) if _is_image(p))
+        files = sorted(p for p in map(Path, globlib.glob(spec, recursive=True)) if is_image_file(p))
         if not files:
             raise FileNotFoundError(f"no image files match {spec!r}")
         return FileListSource(files, name=spec)
     if path.is_dir():
         if any(d.is_dir() and not d.name.startswith(".") for d in path.iterdir()):
             return FolderSource(path)
-        return FileListSource(sorted(p for p in path.iterdir() if _is_image(p)), name=path.name)
+        return FileListSource(image_files(path, recursive=False), name=path.name)
     if path.is_file() and path.suffix.lower() == ".txt":
         lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
         return FileListSource([p if Path(p).is_absolute() else path.parent / p for p in lines], name=path.name)
-    if _is_image(path):
+    if is_image_file(path):
         return FileListSource([path], name=path.name)
     raise FileNotFoundError(
         f"data {spec!r} not found; use 'embedded', hf:NAME[:SPLIT], an ImageFolder or image directory, "

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device
-from zoo.eval._dist import gather_records
 from zoo.eval._distance import cosine_distance
 from zoo.eval._layers import capture, resolve_layers
 from zoo.eval._seeding import image_rng

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device
-from zoo.eval._dist import gather_records
 from zoo.eval._distance import cosine_distance
 from zoo.eval._layers import capture, resolve_layers
-from zoo.eval._stats import mean_ci, quiet_nan
 from zoo.eval.consistency import group_list
+from zoo.stats import mean_ci, quiet_nan
 
 __all__ = ["FRACTIONAL", "feature_distance", "fourier_shift", "shift_features"]
 

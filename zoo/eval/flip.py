@@ -19,12 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
-from zoo.eval._dist import gather_records
 from zoo.eval._seeding import image_rng
-from zoo.eval._stats import mean_ci, proportion_ci
 from zoo.eval.consistency import group_list
 from zoo.eval.registry import Context, Metric, register
+from zoo.stats import mean_ci, proportion_ci
 
 __all__ = ["NOISE", "PERTURBATIONS", "flip_rates", "make_sequence", "normalise", "top5_distance"]
 

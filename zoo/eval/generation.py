@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device
-from zoo.eval._dist import gather_records
 from zoo.eval._seeding import image_rng
-from zoo.eval._stats import mean_ci
+from zoo.stats import mean_ci
 
 __all__ = ["generation_stability", "psnr"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from zoo.eval._dist import is_main, rank_world, shard_positions
+from zoo.distributed import is_main, rank_world, shard_positions
 from zoo.eval.data import ImageSource, eval_transform, image_order, position_groups, stream_batches
 
 __all__ = ["METRICS", "Context", "Metric", "centre", "register"]

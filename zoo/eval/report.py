@@ -10,24 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from zoo.eval._io import atomic_write_text
+from zoo.io import atomic_write, jsonable
 
-__all__ = ["TABLES", "comparison_rows", "jsonable", "markdown_report", "write_report"]
+__all__ = ["TABLES", "comparison_rows", "markdown_report", "write_report"]
 
 Row = dict[str, Any]
-
-
-def jsonable(obj: Any) -> Any:
-    """Strict-JSON copy: NaN -> null, +-inf -> "inf"/"-inf", tuples -> lists."""
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        return obj if math.isfinite(obj) else ("inf" if obj > 0 else "-inf")
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    return obj
 
 
 def _consistency(model: str, r: dict[str, Any]) -> Iterator[Row]:
@@ -206,7 +193,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
     from zoo.eval.registry import METRICS
 
     out_dir = Path(out_dir)
-    written = [atomic_write_text(out_dir / "results.json", json.dumps(jsonable(results), indent=2, allow_nan=False))]
+    written = [atomic_write(out_dir / "results.json", json.dumps(jsonable(results), indent=2, allow_nan=False))]
     per_metric: dict[str, dict[str, Any]] = {}
     for model, entry in results["models"].items():
         for metric, value in entry.items():
@@ -216,12 +203,12 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
         metric = METRICS[name]
         rows = [row for model, r in by_model.items() for row in metric.rows(model, r)] if metric.rows else []
         if rows:
-            written.append(atomic_write_text(out_dir / f"{name}.csv", _csv(rows)))
+            written.append(atomic_write(out_dir / f"{name}.csv", _csv(rows)))
         if metric.plot is not None:
             written.append(metric.plot(by_model, out_dir / f"{name}.png"))
     rows = comparison_rows(results.get("comparison", {}))
     if rows:
-        written.append(atomic_write_text(out_dir / "comparison.csv", _csv(rows)))
+        written.append(atomic_write(out_dir / "comparison.csv", _csv(rows)))
         written.append(plot_comparison(results["comparison"], out_dir / "comparison.png"))
-    written.append(atomic_write_text(out_dir / "report.md", markdown_report(results)))
+    written.append(atomic_write(out_dir / "report.md", markdown_report(results)))
     return written

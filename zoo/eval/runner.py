@@ -12,9 +12,10 @@ import torch
 import yaml
 from torch import nn
 
+from zoo.config import PRETRAINED_POLICIES
+from zoo.distributed import is_main, rank_world
 from zoo.eval import consistency as _consistency
 from zoo.eval import report as _report
-from zoo.eval._dist import is_main, rank_world
 from zoo.eval.data import ImageSource, open_source
 from zoo.eval.deformation import deformation_sensitivity, filter_smoothness
 from zoo.eval.features import feature_distance
@@ -25,13 +26,12 @@ from zoo.eval.sensitivity import IMAGENET_MEAN, IMAGENET_STD, shift_sensitivity
 __all__ = [
     "DEFAULTS_PATH",
     "EvalModel",
-    "load_config",
+    "load_eval_config",
     "load_models",
     "run_eval",
 ]
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
-PRETRAINED_MODES = ("auto", "required", "none")
 PROTOCOLS = ("seeded", "official")
 # protocol: official = the release's ImageNet script: Resize(256) + CenterCrop(256), two 224 crops at
 # per-batch offsets in 0..31, 5 passes over the data
@@ -82,7 +82,7 @@ def _check_int(name: str, value: Any, low: int, allow_none: bool = False) -> Non
         raise ValueError(f"{name} must be {valid}, got {value!r}")
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def load_eval_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Defaults (``zoo/eval/defaults.yaml``) <- the YAML file ``path`` <- ``overrides``; unknown keys raise.
 
     ``protocol: official`` fixes the release's ImageNet settings (:data:`OFFICIAL`); setting one of
@@ -145,8 +145,8 @@ def load_models(
     """
     import zoo
 
-    if pretrained not in PRETRAINED_MODES:
-        raise ValueError(f"pretrained must be one of {', '.join(PRETRAINED_MODES)}, got {pretrained!r}")
+    if pretrained not in PRETRAINED_POLICIES:
+        raise ValueError(f"pretrained must be one of {', '.join(PRETRAINED_POLICIES)}, got {pretrained!r}")
     weights = weights or {}
     stray = sorted(set(weights) - set(names))
     if stray:
@@ -390,7 +390,7 @@ def run_eval(
     ``config["data"]``. Classifier metrics skip generators and vice versa (noted in the log).
     Returns ``{"config", "data": {"source", "images"}, "models": {name: {"weights", metric: result}}}``.
     """
-    config = config if config is not None else load_config()
+    config = config if config is not None else load_eval_config()
     if isinstance(models, dict):
         models = [EvalModel(name, module) for name, module in models.items()]
     if not models:

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
-from zoo.eval._dist import gather_records
-from zoo.eval._stats import mean_ci, proportion_ci
 from zoo.eval.consistency import group_list
+from zoo.stats import mean_ci, proportion_ci
 
 __all__ = ["SENSITIVITY_PROTOCOLS", "frame_sensitivity", "make_frames", "shift_sensitivity"]
 

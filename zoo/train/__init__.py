@@ -5,7 +5,7 @@
 >>> print(result.table)  # doctest: +SKIP
 """
 
-from zoo.train.config import ConfigError, FinetuneConfig, config_keys, load_config
+from zoo.train.config import ConfigError, FinetuneConfig, config_keys, load_finetune_config
 from zoo.train.run import FinetuneResult, finetune
 
-__all__ = ["ConfigError", "FinetuneConfig", "FinetuneResult", "config_keys", "finetune", "load_config"]
+__all__ = ["ConfigError", "FinetuneConfig", "FinetuneResult", "config_keys", "finetune", "load_finetune_config"]

@@ -14,8 +14,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,6 @@ from zoo.weights.io import save_model_dir
 
 __all__ = [
     "STATE_NAME",
-    "TEST_DELAY_ENV",
     "CheckpointError",
     "check_compatible",
     "load_train_state",
@@ -35,9 +32,6 @@ __all__ = [
 ]
 
 STATE_NAME = "train_state.pt"
-# Test hook: "EPOCH:SECONDS[:MODEL]" pauses halfway through writing train_state.pt from epoch EPOCH on
-# (of model MODEL only, when given), so a test can signal the process mid-write. Never set it outside tests.
-TEST_DELAY_ENV = "ZOO_TRAIN_TEST_SLOW_CHECKPOINT"
 COMPAT_KEYS = ("model", "num_classes", "in_chans", "classes", "mode", "optimizer")
 
 
@@ -45,28 +39,11 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be resumed (corrupt, missing or trained with an incompatible setup)."""
 
 
-def _test_delay(epoch: int, model: str) -> float:
-    spec = os.environ.get(TEST_DELAY_ENV)
-    if not spec:
-        return 0.0
-    first, seconds, *only = spec.split(":")
-    return float(seconds) if epoch >= int(first) and (not only or only[0] == model) else 0.0
-
-
 def _write_state(path: Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
-    delay = _test_delay(int(state["epoch"]), str(state.get("fingerprint", {}).get("model")))
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        if delay:
-            f.write(data[: len(data) // 2])
-            f.flush()
-            print(
-                f"[test hook] writing {path} for epoch {state['epoch']}: paused {delay}s", file=sys.stderr, flush=True
-            )
-            time.sleep(delay)
-            data = data[len(data) // 2 :]
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

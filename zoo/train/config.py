@@ -20,6 +20,8 @@ from typing import Any, Union
 
 import yaml
 
+from zoo.config import ConfigError, parse_override, pretrained_policy
+
 __all__ = [
     "AugmentConfig",
     "ConfigError",
@@ -32,19 +34,15 @@ __all__ = [
     "TrainConfig",
     "config_keys",
     "config_to_dict",
-    "load_config",
+    "load_finetune_config",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid (unknown key, wrong type, value out of range)."""
 
 
 @dataclass
 class ModelConfig:
     name: str = "resnet18_aa4"  # zoo model name (``zoo list``)
     twin: bool = False  # also train the torchvision twin (same arch, no blur) with the same seed and recipe
-    pretrained: Union[bool, str] = "auto"  # auto | true | false | weight tag | path | hf-hub:org/repo
+    pretrained: Union[bool, str] = "auto"  # auto | required | none | weight tag | path | hf-hub:org/repo
     in_chans: int = 3
     drop_rate: float = 0.0
     mode: str = "full"  # full | linear_probe
@@ -142,6 +140,7 @@ class FinetuneConfig:
     def validate(self) -> FinetuneConfig:
         """Check choices and ranges; raise ``ConfigError`` naming the key and the valid values."""
         _choice("model.mode", self.model.mode, ("full", "linear_probe"))
+        pretrained_policy(self.model.pretrained, "model.pretrained", allow_source=True)  # checked; read by init_model
         _choice("data.source", self.data.source, ("digits", "imagefolder", "hf"))
         _choice("optim.name", self.optim.name, ("sgd", "adamw"))
         _choice("train.amp", self.train.amp, ("auto", "off", "fp16", "bf16"))
@@ -341,26 +340,14 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, A
             yield dotted, value
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"optim.lr=0.1"`` -> ``("optim.lr", 0.1)``; the value is parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value, e.g. train.epochs=3")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: cannot parse the value: {err}") from err
-    return key.strip(), value
-
-
-def load_config(
+def load_finetune_config(
     path: str | os.PathLike | None = None,
     overrides: Iterable[str] = (),
     **values: Any,
 ) -> FinetuneConfig:
     """Defaults, then the YAML file ``path``, then ``key=value`` ``overrides``, then ``values``.
 
-    ``values`` use ``__`` for dots: ``load_config(train__epochs=1)``. The result is validated.
+    ``values`` use ``__`` for dots: ``load_finetune_config(train__epochs=1)``. The result is validated.
     """
     cfg = FinetuneConfig()
     if path is not None:

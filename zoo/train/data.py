@@ -25,10 +25,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from zoo.constants import IMAGE_EXTENSIONS
+from zoo.data import DatasetError, image_files, stratified_sample, stratified_split
 from zoo.train.config import DataConfig
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "DataBundle",
     "DatasetError",
     "FileImages",
@@ -39,12 +40,6 @@ __all__ = [
     "scan_image_folder",
     "stratified_sample",
 ]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-class DatasetError(ValueError):
-    """The dataset cannot be used (missing path, empty class folder, inconsistent splits...)."""
 
 
 @dataclass
@@ -141,52 +136,6 @@ def _transforms(
     return v2.Compose(steps)
 
 
-def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(labels))
-    counts = np.bincount(labels)
-    present = int((counts > 0).sum())
-    n_held = int(np.ceil(fraction * len(labels)))
-    stratify = labels if counts[counts > 0].min() >= 2 and present <= n_held <= len(labels) - present else None
-    train, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
-    return np.sort(train), np.sort(held)
-
-
-def _quotas(counts: np.ndarray, limit: int) -> np.ndarray:
-    """Per-class sample sizes summing to ``limit``: proportional (largest remainder), at least 1 each."""
-    ideal = counts * limit / counts.sum()
-    quota = np.minimum(counts, np.maximum(1, np.floor(ideal))).astype(np.int64)
-    while quota.sum() > limit:  # the minimum of one image per class overshot: take from the most over-served
-        over = np.where(quota > 1, quota - ideal, -np.inf)
-        quota[int(np.argmax(over))] -= 1
-    while quota.sum() < limit:
-        under = np.where(quota < counts, ideal - quota, -np.inf)
-        quota[int(np.argmax(under))] += 1
-    return quota
-
-
-def stratified_sample(labels: np.ndarray, limit: int | None, seed: int, key: str = "limit") -> np.ndarray:
-    """Sorted positions of a seeded sample of ``limit`` items of ``labels``, stratified by class.
-
-    Each class gets its proportional share (largest remainder) and at least one item; ``None`` or a
-    limit at least ``len(labels)`` keeps everything. ``DatasetError`` when ``limit`` is smaller than the
-    number of classes (``key`` names the setting in the message).
-    """
-    labels = np.asarray(labels)
-    if limit is None or limit >= len(labels):
-        return np.arange(len(labels))
-    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    if limit < len(classes):
-        raise DatasetError(
-            f"{key}={limit} is smaller than the {len(classes)} classes: a stratified sample needs at least "
-            f"one image of each (use {key} >= {len(classes)})"
-        )
-    rng = np.random.default_rng(seed)
-    picked = [rng.permutation(np.flatnonzero(inverse == c))[:q] for c, q in enumerate(_quotas(counts, limit))]
-    return np.sort(np.concatenate(picked))
-
-
 def _splits(
     labels: np.ndarray, cfg: DataConfig, test_labels: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -196,13 +145,13 @@ def _splits(
     """
     rest = np.arange(len(labels))
     if test_labels is None:
-        rest, test = _stratified_split(labels, cfg.eval_fraction, cfg.split_seed)
+        rest, test = stratified_split(labels, cfg.eval_fraction, cfg.split_seed)
         test_labels = labels
     else:
         test = np.arange(len(test_labels))
     if len(rest) < 2:
         raise DatasetError(f"only {len(rest)} training image(s): a validation split needs at least 2")
-    tr, va = _stratified_split(labels[rest], cfg.val_fraction, cfg.split_seed)
+    tr, va = stratified_split(labels[rest], cfg.val_fraction, cfg.split_seed)
     train, val = rest[tr], rest[va]
     seed = cfg.split_seed
     train = train[stratified_sample(labels[train], cfg.limit_train, seed, "data.limit_train")]
@@ -279,7 +228,7 @@ def scan_image_folder(
     labels: list[int] = []
     skipped: list[tuple[str, str]] = []
     for label, name in enumerate(found):
-        candidates = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        candidates = image_files(root / name)
         good = 0
         for path in candidates:
             reason = _check_image(path)

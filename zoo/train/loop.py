@@ -21,11 +21,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from zoo.distributed import DistContext, reduce_sums
 from zoo.eval.consistency import shift_consistency
 from zoo.train.checkpoint import check_compatible, save_checkpoint
 from zoo.train.config import FinetuneConfig, config_to_dict
 from zoo.train.data import DataBundle
-from zoo.train.distributed import DistContext, reduce_sums
 from zoo.train.optim import WarmupCosine, build_optimizer, trainable_parameters
 from zoo.train.report import plot_curves, write_metrics
 from zoo.weights.io import load_state_dict_file, save_model_dir

@@ -136,7 +136,7 @@ def comparison_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
     With one seed the consistency interval is the Wilson interval over the test images instead.
     """
-    from zoo.train.stats import t_interval
+    from zoo.stats import t_interval
 
     rows = []
     for name, group in _by_model(runs).items():
@@ -162,13 +162,25 @@ def comparison_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def mcnemar_pooled(x_correct: Sequence[bool], y_correct: Sequence[bool]) -> dict[str, Any]:
+    """McNemar's exact test (:func:`zoo.stats.mcnemar_exact`) as the report records it.
+
+    ``{"x_only", "y_only", "n", "p"}``: items right for ``x`` only, for ``y`` only, the number of pairs and
+    the two-sided exact p-value (1 when no pair is discordant).
+    """
+    from zoo.stats import mcnemar_exact
+
+    test = mcnemar_exact(x_correct, y_correct)
+    return {"x_only": test["a_only"], "y_only": test["b_only"], "n": len(x_correct), "p": test["p"]}
+
+
 def paired_comparison(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each later model against the first (the anti-aliased one of a twin run), paired by seed.
 
     Paired t over seeds of test top-1 and consistency (first minus other), and McNemar's exact test of
     test top-1 on the per-image predictions pooled over seeds (pairs: same seed, same image).
     """
-    from zoo.train.stats import mcnemar_exact, paired_t
+    from zoo.stats import paired_t
 
     groups = _by_model(runs)
     names = list(groups)
@@ -186,7 +198,7 @@ def paired_comparison(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         xc = [c for r, _ in pairs for c in r["test"].get("correct", [])]
         yc = [c for _, s in pairs for c in s["test"].get("correct", [])]
         if xc and len(xc) == len(yc):
-            entry["mcnemar_top1"] = mcnemar_exact(xc, yc)
+            entry["mcnemar_top1"] = mcnemar_pooled(xc, yc)
         out.append(entry)
     return out
 

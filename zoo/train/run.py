@@ -18,12 +18,13 @@ import torch
 import yaml
 
 from zoo.builder import create
+from zoo.config import pretrained_policy
+from zoo.distributed import DistContext, broadcast_object, setup
 from zoo.io import atomic_write
 from zoo.registry import get_entry
 from zoo.train.checkpoint import STATE_NAME, CheckpointError, check_compatible, load_train_state
-from zoo.train.config import FinetuneConfig, config_to_dict, load_config
+from zoo.train.config import FinetuneConfig, config_to_dict, load_finetune_config
 from zoo.train.data import build_data
-from zoo.train.distributed import DistContext, broadcast_object, setup
 from zoo.train.loop import ModelRun, RunResult, fingerprint, train_model
 from zoo.train.report import (
     comparison_rows,
@@ -35,7 +36,7 @@ from zoo.train.report import (
 )
 from zoo.weights.errors import WeightsUnavailableError
 
-__all__ = ["FinetuneInterrupted", "FinetuneResult", "build_model", "finetune", "twin_name"]
+__all__ = ["FinetuneInterrupted", "FinetuneResult", "finetune", "init_model", "twin_name"]
 
 
 class FinetuneInterrupted(KeyboardInterrupt):
@@ -95,7 +96,7 @@ def twin_name(name: str) -> str:
     raise ValueError(f"model.twin=true needs an anti-aliased model (e.g. {entry.arch}_aa4), got the baseline {name!r}")
 
 
-def build_model(
+def init_model(
     cfg: FinetuneConfig, name: str, num_classes: int, seed: int | None = None
 ) -> tuple[torch.nn.Module, str, str]:
     """``(model, init, detail)``: ``init`` is ``"pretrained"`` or ``"random"``, ``detail`` says why.
@@ -107,12 +108,12 @@ def build_model(
     kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": cfg.model.in_chans}
     if cfg.model.drop_rate:
         kwargs["drop_rate"] = cfg.model.drop_rate
-    wanted = cfg.model.pretrained
+    wanted = pretrained_policy(cfg.model.pretrained, "model.pretrained", allow_source=True)
     torch.manual_seed(seed)
-    if wanted is False:
-        return create(name, **kwargs), "random", "random initialisation (model.pretrained=false)"
+    if wanted == "none":
+        return create(name, **kwargs), "random", "random initialisation (model.pretrained=none)"
     try:
-        model = create(name, pretrained=True if wanted == "auto" else wanted, **kwargs)
+        model = create(name, pretrained=True if wanted in ("auto", "required") else wanted, **kwargs)
     except (WeightsUnavailableError, ModuleNotFoundError) as err:
         if wanted != "auto":
             raise
@@ -230,7 +231,7 @@ def finetune(
     ``values``: ``section__key=value`` keyword overrides. Under ``torchrun`` each process trains on its
     shard (DDP); only rank 0 writes files and prints.
     """
-    cfg = config if isinstance(config, FinetuneConfig) else load_config(config, overrides, **values)
+    cfg = config if isinstance(config, FinetuneConfig) else load_finetune_config(config, overrides, **values)
     if isinstance(config, FinetuneConfig) and (overrides or values):
         raise ValueError("pass overrides with a config path, or edit the FinetuneConfig directly")
     _threads(cfg)
@@ -267,7 +268,7 @@ def _finetune(cfg: FinetuneConfig, ctx: DistContext) -> FinetuneResult:
     if cfg.train.resume is not None:
         root, resumed = _resume_states(cfg, names, seeds, bundle.classes)
     # the first seed's models now: missing weights and an initialisation mismatch fail before any write
-    first = {name: build_model(cfg, name, bundle.num_classes, seeds[0]) for name in names}
+    first = {name: init_model(cfg, name, bundle.num_classes, seeds[0]) for name in names}
     for name, (_, _, detail) in first.items():
         log(f"[{name}] {detail}")
     mismatch = len({_init_kind(init) for _, init, _ in first.values()}) > 1
@@ -277,7 +278,7 @@ def _finetune(cfg: FinetuneConfig, ctx: DistContext) -> FinetuneResult:
             raise ValueError(
                 "the twins would start differently (one from pretrained weights, one from random "
                 f"initialisation), so the comparison would measure the initialisation, not anti-aliasing ({what}); "
-                "make both loadable, set model.pretrained=false, or set model.allow_init_mismatch=true to train anyway"
+                "make both loadable, set model.pretrained=none, or set model.allow_init_mismatch=true to train anyway"
             )
         log(f"WARNING: model.allow_init_mismatch=true: the twins start differently ({what})")
     if cfg.train.resume is None:
@@ -304,7 +305,7 @@ def _finetune(cfg: FinetuneConfig, ctx: DistContext) -> FinetuneResult:
             for name in names:
                 current = name if len(seeds) == 1 else f"{name} (seed {seed})"
                 model, init, detail = (
-                    first.pop(name) if seed == seeds[0] else build_model(cfg, name, bundle.num_classes, seed)
+                    first.pop(name) if seed == seeds[0] else init_model(cfg, name, bundle.num_classes, seed)
                 )
                 if seed != seeds[0]:
                     log(f"[{name} seed {seed}] {detail}")

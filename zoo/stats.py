@@ -1,8 +1,9 @@
-"""Confidence intervals and paired tests used by the metrics (documented in docs/eval.md).
+"""Confidence intervals and paired tests, used by evaluation (docs/eval.md) and fine-tuning (docs/finetune.md).
 
-Images that are views of one photo are not independent: every function takes optional ``groups``
-(one cluster label per value, e.g. the source photo). Means are then Student-t intervals over the
-cluster means (effective sample size = number of clusters), proportions a Wilson interval on the
+Across seeds: Student-t intervals (:func:`t_interval`) and the paired t test (:func:`paired_t`).
+Per image: images that are views of one photo are not independent, so the functions below take optional
+``groups`` (one cluster label per value, e.g. the source photo). Means are then Student-t intervals over
+the cluster means (effective sample size = number of clusters), proportions a Wilson interval on the
 pooled trials deflated by the design effect, bootstraps resample clusters.
 """
 
@@ -23,8 +24,10 @@ __all__ = [
     "mcnemar_exact",
     "mean_ci",
     "paired_bootstrap",
+    "paired_t",
     "proportion_ci",
     "quiet_nan",
+    "t_interval",
     "wilson_interval",
 ]
 
@@ -49,6 +52,45 @@ def wilson_interval(successes: float, n: float, z: float = Z95) -> tuple[float, 
     low = 0.0 if p <= 0 else max(0.0, centre - half)  # the bounds are exactly 0 / 1 there
     high = 1.0 if p >= 1 else min(1.0, centre + half)
     return (low, high)
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean of ``values`` with its two-sided Student-t interval (``n - 1`` degrees of freedom).
+
+    ``{"mean", "low", "high", "sd", "n"}``; with one value the interval is undefined (``None``).
+    """
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        raise ValueError("t_interval needs at least one value")
+    mean = float(x.mean())
+    if n == 1:
+        return {"mean": mean, "low": None, "high": None, "sd": None, "n": 1}
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "sd": sd, "n": n}
+
+
+def paired_t(x: Sequence[float], y: Sequence[float], confidence: float = 0.95) -> dict[str, Any]:
+    """Paired t test of ``x - y`` (e.g. anti-aliased minus baseline, one pair per seed).
+
+    ``{"diff", "low", "high", "t", "p", "n"}``: the mean difference, its Student-t interval, the t
+    statistic and the two-sided p-value. With one pair, or identical differences, ``t``/``p`` are
+    ``None`` unless every difference is 0 (``p`` = 1) or they are identical and non-zero (``p`` = 0).
+    """
+    d = np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)
+    if len(d) != len(np.asarray(y)):
+        raise ValueError(f"paired_t needs pairs: got {len(d)} and {len(np.asarray(y))} values")
+    ci = t_interval(d, confidence)
+    out = {"diff": ci["mean"], "low": ci["low"], "high": ci["high"], "t": None, "p": None, "n": ci["n"]}
+    if ci["n"] < 2:
+        return out
+    if ci["sd"] == 0.0:
+        out["p"] = 1.0 if ci["mean"] == 0.0 else 0.0
+        return out
+    t = ci["mean"] / (ci["sd"] / math.sqrt(ci["n"]))
+    out["t"], out["p"] = float(t), float(2.0 * stats.t.sf(abs(t), ci["n"] - 1))
+    return out
 
 
 def cluster_index(groups: Sequence[Hashable] | None, n: int) -> np.ndarray:

@@ -4,11 +4,11 @@ import re
 
 import pytest
 
-from zoo.train.config import ConfigError, FinetuneConfig, config_keys, load_config, parse_override
+from zoo.train.config import ConfigError, FinetuneConfig, config_keys, load_finetune_config, parse_override
 
 
 def test_defaults_are_valid_and_keys_are_dotted():
-    cfg = load_config()
+    cfg = load_finetune_config()
     assert isinstance(cfg, FinetuneConfig)
     keys = config_keys()
     assert "optim.lr" in keys and "data.augment.shift" in keys and "train.epochs" in keys
@@ -17,7 +17,7 @@ def test_defaults_are_valid_and_keys_are_dotted():
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("model:\n  name: resnet34_aa3\noptim:\n  lr: 0.2\ndata:\n  augment:\n    shift: 4\n")
-    cfg = load_config(
+    cfg = load_finetune_config(
         path, ["optim.lr=0.01", "epochs=7", "model.pretrained=false", "data.mean=[0.5, 0.5, 0.5]", "data.std=[1,1,1]"]
     )
     assert cfg.model.name == "resnet34_aa3"
@@ -30,11 +30,11 @@ def test_yaml_then_overrides(tmp_path):
 
 
 def test_float_in_exponent_form():
-    assert load_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4  # YAML 1.1 would read a string
+    assert load_finetune_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4  # YAML 1.1 would read a string
 
 
 def test_keyword_values():
-    cfg = load_config(train__epochs=2, optim__name="adamw")
+    cfg = load_finetune_config(train__epochs=2, optim__name="adamw")
     assert (cfg.train.epochs, cfg.optim.name) == (2, "adamw")
 
 
@@ -72,14 +72,14 @@ def test_keyword_values():
 )
 def test_bad_overrides_are_clear(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        load_config(None, [override])
+        load_finetune_config(None, [override])
 
 
 def test_std_and_mean_are_finite_and_std_positive():
     with pytest.raises(ConfigError, match=r"data.std values must be > 0"):
-        load_config(None, ["data.mean=[0.5, 0.5, 0.5]", "data.std=[1, 0, 1]"])
+        load_finetune_config(None, ["data.mean=[0.5, 0.5, 0.5]", "data.std=[1, 0, 1]"])
     with pytest.raises(ConfigError, match=r"data.mean must be a finite number"):
-        load_config(None, ["data.mean=[0.5, .nan, 0.5]", "data.std=[1, 1, 1]"])
+        load_finetune_config(None, ["data.mean=[0.5, .nan, 0.5]", "data.std=[1, 1, 1]"])
 
 
 def test_unknown_key_in_file_names_the_file(tmp_path):
@@ -88,12 +88,12 @@ def test_unknown_key_in_file_names_the_file(tmp_path):
     with pytest.raises(
         ConfigError, match=r"bad.yaml: unknown config key 'optim.momentun'; did you mean optim.momentum"
     ):
-        load_config(path)
+        load_finetune_config(path)
 
 
 def test_missing_config_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="config file not found"):
-        load_config(tmp_path / "nope.yaml")
+        load_finetune_config(tmp_path / "nope.yaml")
 
 
 def test_parse_override_yaml_values():
@@ -103,7 +103,7 @@ def test_parse_override_yaml_values():
 
 
 def test_shipped_digits_config_loads():
-    cfg = load_config("configs/finetune/digits.yaml")
+    cfg = load_finetune_config("configs/finetune/digits.yaml")
     assert cfg.model.twin and cfg.model.name.endswith("_aa4")
     assert cfg.data.augment.shift == 0
     assert cfg.train.seeds == 3 and not cfg.model.allow_init_mismatch
