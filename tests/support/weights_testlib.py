@@ -18,13 +18,11 @@ def write_manifest(path: Path, base_url: str, **overrides: dict) -> Path:
     """The packaged manifest with every upstream URL moved to ``{base_url}/files/NAME``;
     ``overrides`` maps a tag to a function-free dict merged into that entry's sources by type."""
     data = json.loads(MANIFEST_PATH.read_text())
-    for entry in data["weights"].values():
-        for src in entry["sources"]:
-            if src["type"] == "url":
-                src["url"] = f"{base_url}/files/{src['url'].rsplit('/', 1)[-1]}"
+    for group in data["groups"].values():
+        group["url_base"] = f"{base_url}/files"
     for tag, by_type in overrides.items():
-        for src in data["weights"][tag]["sources"]:
-            src.update(by_type.get(src["type"], {}))
+        for kind, fields in by_type.items():  # a source type ("url", "hf-hub") -> fields of that source
+            data["weights"][tag].setdefault(kind, {}).update(fields)
     path.write_text(json.dumps(data))
     return path
 

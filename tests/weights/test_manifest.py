@@ -35,7 +35,7 @@ def test_schema_rejects_bad_entries():
     schema = json.loads(SCHEMA_PATH.read_text())
     data = json.loads(MANIFEST_PATH.read_text())
     entry = data["weights"]["resnet50_aa4.in1k_ft"]
-    entry["sources"][1]["format"] = "pickle"
+    entry["url"] = {"format": "pickle"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, schema)
 

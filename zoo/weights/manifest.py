@@ -1,11 +1,17 @@
 """The weights manifest (``weights_manifest.json``): one entry per published weight, named like timm
 tags (``resnet50_aa4.in1k_ft``), with its ordered sources, license, metrics and eval preprocessing.
 
+The file writes each shared value once: a ``defaults`` block (preprocessing, hub source template,
+``num_classes``, labels, metric protocol), ``groups`` (who published which tag suffix: license,
+provenance texts, URL template) and, per tag, only what differs (hash prefix, published figures,
+overrides). ``architecture`` and ``filter_size`` are the registry's reading of the model name, never
+stored. :func:`load_manifest` expands every entry into the full record (``WeightEntry.data``, schema
+``$defs/weight``); ``scripts/manifest.py --check`` validates the file and its canonical form.
+
 The torchvision-initialised tags (``{arch}_aa{K}.tv_in1k`` and, where torchvision publishes
-IMAGENET1K_V2, ``{arch}_aa{K}.tv2_in1k`` and ``{arch}.tv2_in1k``) are not written out: they are derived
-at load time from each baseline ``{arch}.tv_in1k`` entry, torchvision's weight enums (V2 URL, hash
-prefix, eval resize, published top-1) and the manifest's ``torchvision_init`` block (texts, recorded
-hub hashes), so each shared value is written once."""
+IMAGENET1K_V2, ``{arch}_aa{K}.tv2_in1k`` and ``{arch}.tv2_in1k``) are not written out either: they are
+derived from each baseline ``{arch}.tv_in1k`` entry, torchvision's weight enums (V2 URL, hash prefix,
+eval resize, published top-1) and the manifest's ``torchvision_init`` block (texts, recorded hub hashes)."""
 
 from __future__ import annotations
 
@@ -210,16 +216,133 @@ def _read_labels(path: str) -> list[str]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+_ENTRY_KEYS = ("sha256_prefix", "top1", "consistency", "hf-hub", "url")  # the compact per-entry fields
+_FIELDS = ("model_args", "num_classes", "license", "origin", "origin_url", "paper", "recipe", "metrics", "preprocess")
+_GROUP_KEYS = (
+    "tags",
+    "license",
+    "origin",
+    "origin_url",
+    "paper",
+    "recipe",
+    "url_base",
+    "url",
+    "release_name",
+    "weights",
+)
+
+
+class _Template(dict):
+    """``str.format_map`` values that leave unknown fields (``{org}``, resolved per call) as they are."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _fill(value: Any, values: _Template) -> Any:
+    if isinstance(value, str):
+        return value.format_map(values)
+    if isinstance(value, dict):
+        return {k: _fill(v, values) for k, v in value.items()}
+    return value
+
+
 def _check(data: dict[str, Any], path: Path) -> None:
     """Light structural check (the full JSON schema is enforced by the test suite with jsonschema)."""
-    for key in ("hub_org", "hub_org_env", "licenses", "label_sets", "weights"):
+    for key in ("hub_org", "hub_org_env", "licenses", "label_sets", "defaults", "groups", "weights"):
         if key not in data:
             raise ValueError(f"{path}: weights manifest lacks the {key!r} field")
+    for name, group in data["groups"].items():
+        unknown = sorted(set(group) - set(_GROUP_KEYS))
+        if unknown:
+            raise ValueError(
+                f"{path}: group {name!r} has unknown field(s) {', '.join(unknown)}; valid: {', '.join(_GROUP_KEYS)}"
+            )
+        if group.get("license") not in data["licenses"]:
+            raise ValueError(f"{path}: group {name!r} has license {group.get('license')!r}, not in 'licenses'")
     for tag, entry in data["weights"].items():
-        if not entry.get("sources"):
-            raise ValueError(f"{path}: weights {tag!r} has no sources")
-        if entry.get("license") not in data["licenses"]:
-            raise ValueError(f"{path}: weights {tag!r} has license {entry.get('license')!r}, not in 'licenses'")
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: weights {tag!r} must be an object of overrides, got {entry!r}")
+        unknown = sorted(set(entry) - set(_ENTRY_KEYS) - set(_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"{path}: weights {tag!r} has unknown field(s) {', '.join(unknown)}; "
+                f"valid: {', '.join(_ENTRY_KEYS + _FIELDS)}"
+            )
+        if "license" in entry and entry["license"] not in data["licenses"]:
+            raise ValueError(f"{path}: weights {tag!r} has license {entry['license']!r}, not in 'licenses'")
+
+
+def _group_of(data: dict[str, Any], tag: str, path: Path) -> tuple[str, dict[str, Any]]:
+    suffix = tag.split(".", 1)[1] if "." in tag else ""
+    for name, group in data["groups"].items():
+        if suffix in group["tags"]:
+            return name, group
+    valid = ", ".join(t for g in data["groups"].values() for t in g["tags"])
+    raise ValueError(f"{path}: weights {tag!r}: no group publishes the tag {suffix!r}; valid tags: {valid}")
+
+
+def _expand(data: dict[str, Any], tag: str, path: Path) -> dict[str, Any]:
+    """One written entry (compact overrides) expanded with the defaults and its group into the full record.
+
+    ``architecture`` and ``filter_size`` come from the registry's reading of the model name, never the file."""
+    from zoo.registry import get_entry
+
+    compact = data["weights"][tag]
+    name, group = _group_of(data, tag, path)
+    model, suffix = tag.split(".", 1)
+    try:
+        reg = get_entry(model)
+    except KeyError as err:
+        raise ValueError(f"{path}: weights {tag!r}: {err}") from None
+    official = group["url"]["format"] == "official"
+    if official and reg.filter_size is None:
+        raise ValueError(f"{path}: weights {tag!r}: group {name!r} publishes anti-aliased models (name_aaK) only")
+    if not official and reg.filter_size is not None:
+        raise ValueError(f"{path}: weights {tag!r}: group {name!r} publishes baseline twins only, not {model!r}")
+    defaults = data["defaults"]
+    values = _Template(
+        tag=tag, model=model, arch=reg.arch, k=reg.filter_size, suffix=suffix,
+        filter_name=data.get("filter_names", {}).get(str(reg.filter_size), f"K={reg.filter_size}"),
+        weights=group.get("weights", ""), url_base=group["url_base"],
+    )  # fmt: skip
+    preprocess = defaults["preprocess"]
+    if group["url"]["format"] == "torchvision":
+        tv = _torchvision_weights(reg.arch, group["weights"])
+        if tv is None:
+            raise ValueError(f"{path}: weights {tag!r}: torchvision has no {group['weights']} weights for {reg.arch}")
+        values["torchvision_file"] = tv.url.rsplit("/", 1)[-1]
+        values["sha256_prefix"] = values["torchvision_file"].rsplit(".", 1)[0].rsplit("-", 1)[-1]
+        preprocess = _tv_preprocess(tv)
+    elif "sha256_prefix" not in compact:
+        raise ValueError(f"{path}: weights {tag!r} needs its sha256_prefix (the hash prefix in the release file name)")
+    else:
+        values["sha256_prefix"] = compact["sha256_prefix"]
+    values["release_name"] = _fill(group.get("release_name", {}).get(suffix, model), values)
+    url = {**_fill(group["url"], values), "sha256_prefix": values["sha256_prefix"], **compact.get("url", {})}
+    url = {k: url[k] for k in ("type", "url", "sha256", "sha256_prefix", "format", "mirrors") if k in url}
+    metrics = None
+    if "top1" in compact:
+        metrics = {"imagenet_top1": compact["top1"], "imagenet_consistency": compact.get("consistency")}
+        metrics.update(defaults["metrics"])
+    entry = {
+        "model": model,
+        "architecture": reg.arch,
+        "filter_size": reg.filter_size,
+        "model_args": dict(defaults["model_args"]),
+        "num_classes": defaults["num_classes"],
+        "license": group["license"],
+        "origin": _fill(group["origin"], values),
+        "origin_url": group["origin_url"],
+        "paper": group.get("paper"),
+        "recipe": _fill(group["recipe"][suffix], values),
+        "sources": [{**_fill(defaults["hf-hub"], values), **compact.get("hf-hub", {})}, url],
+        "metrics": metrics,
+        "preprocess": preprocess,
+        "labels": defaults["labels"],
+    }
+    entry.update({k: compact[k] for k in _FIELDS if k in compact})
+    return entry
 
 
 @cache
@@ -240,9 +363,9 @@ def _load(path: str, mtime_ns: int, size: int) -> Manifest:
         weights=weights,
         raw=data,
     )
-    for tag, entry in data["weights"].items():
-        weights[tag] = WeightEntry(tag, entry, manifest)
-    derived = _derive_torchvision_init(data)
+    for tag in data["weights"]:
+        weights[tag] = WeightEntry(tag, _expand(data, tag, file), manifest)
+    derived = _derive_torchvision_init(data, weights)
     for tag, entry in derived.items():
         weights[tag] = WeightEntry(tag, entry, manifest)
     object.__setattr__(manifest, "derived", frozenset(derived))
@@ -273,17 +396,18 @@ def _tv_preprocess(weights: Any) -> dict[str, Any]:
     }
 
 
-def _derive_torchvision_init(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _derive_torchvision_init(data: dict[str, Any], explicit: dict[str, WeightEntry]) -> dict[str, dict[str, Any]]:
     """The derived torchvision tags (see the module doc); explicit manifest entries always win."""
     from zoo.registry import FILTER_SIZES
 
     block = data.get("torchvision_init")
     if not block:
         return {}
-    explicit = data["weights"]
+    baseline = next(g for g in data["groups"].values() if g["url"]["format"] == "torchvision")
     recorded = block.get("hub_sha256", {})
     out: dict[str, dict[str, Any]] = {}
-    for base_tag, base in explicit.items():
+    for base_tag, base_entry in explicit.items():
+        base = base_entry.data
         if base["filter_size"] is not None or not base_tag.endswith(".tv_in1k"):
             continue
         arch = base["architecture"]
@@ -317,8 +441,8 @@ def _derive_torchvision_init(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
                     **{key: base[key] for key in ("architecture", "model_args", "num_classes", "license", "labels")},
                     "model": model,
                     "filter_size": k,
-                    "origin": block["origin" if k else "baseline_origin"].format(**text),
-                    "origin_url": block["origin_url"],
+                    "origin": (block["origin"] if k else baseline["origin"]).format(**text),
+                    "origin_url": baseline["origin_url"],
                     "paper": base.get("paper"),
                     "recipe": block["recipe" if k else "baseline_recipe"].format(**text),
                     "sources": [
@@ -356,8 +480,5 @@ def record_hub_sha256(tag: str, sha256: str, path: str | os.PathLike | None = No
             data["torchvision_init"].setdefault("hub_sha256", {})[tag] = sha256
             return atomic_write(file, json.dumps(data, indent=1) + "\n")
         raise KeyError(f"no weights tagged {tag!r} in {file}")
-    hub = next((s for s in data["weights"][tag]["sources"] if s["type"] == "hf-hub"), None)
-    if hub is None:
-        raise ValueError(f"weights {tag!r} has no hf-hub source in {file}")
-    hub["sha256"] = sha256
+    data["weights"][tag].setdefault("hf-hub", {})["sha256"] = sha256
     return atomic_write(file, json.dumps(data, indent=1) + "\n")
