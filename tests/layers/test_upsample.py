@@ -20,7 +20,7 @@ def loop_reference(x: np.ndarray, scale: int, k: int, mode: str) -> np.ndarray:
     h, w = x.shape[-2:]
     big = 3 * k + 3
     xp = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(big, big), (big, big)], mode=NP_MODES[mode])
-    out = np.zeros(x.shape[:-2] + (scale * h, scale * w))
+    out = np.zeros((*x.shape[:-2], scale * h, scale * w))
     for m in range(scale * h):
         for n in range(scale * w):
             acc = 0.0
@@ -89,7 +89,7 @@ def test_scripted_equals_eager_and_no_state() -> None:
         ({"filter_size": 0}, "filter_size"),
         ({"pad_mode": "x"}, "pad_mode"),
         ({"impl": "gpu"}, "impl"),
-    ],  # fmt: skip
+    ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
