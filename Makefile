@@ -10,7 +10,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 endif
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all lint demo bench clean
+.PHONY: install test test-all lint demo demo-segmentation bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,9 @@ test: install
 
 test-all: install
 	$(PY) -m pytest -m "slow and not cuda" $(PYTEST_ARGS)
+
+demo-segmentation: install
+	OMP_NUM_THREADS=2 $(PY) -m zoo.train.segmentation
 
 demo: install
 	$(VENV)/bin/zoo finetune --config configs/finetune/digits.yaml

@@ -91,6 +91,10 @@ def get_entry(name: str) -> ModelEntry:
     if match and match["arch"] in ARCHS and int(match["k"]) >= 1:
         base = REGISTRY[match["arch"]]
         return ModelEntry(name, base.arch, base.family, base.cls, base.variant, int(match["k"]))
+    if name.startswith("unet_"):  # unet_{any classification name}: resolved here, not listed among classifiers
+        from zoo.models.unet import unet_entry
+
+        return unet_entry(name)
     close = difflib.get_close_matches(name, list(REGISTRY), n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UnknownModelError(

@@ -1,0 +1,72 @@
+"""U-Nets on zoo encoders: names, output sizes, decoder upsampling per encoder kind, encoder weights, exports."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import zoo
+from zoo.layers.upsample import BlurUpsample2d
+from zoo.models.unet import UNet
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (37, 50), (33, 31)])
+def test_output_has_the_input_size(hw: tuple[int, int]) -> None:
+    model = zoo.create("unet_resnet18", num_classes=5).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, *hw))
+    assert out.shape == (2, 5, *hw)
+
+
+def test_decoder_upsampling_follows_the_encoder() -> None:
+    base = zoo.create("unet_resnet18", num_classes=2)
+    aa = zoo.create("unet_resnet18_aa4", num_classes=2)
+    assert isinstance(base, UNet) and base.filter_size is None
+    assert not any(isinstance(m, BlurUpsample2d) for m in base.modules())
+    assert all(isinstance(m, torch.nn.Upsample) for m in base.ups)
+    ups = [m for m in aa.modules() if isinstance(m, BlurUpsample2d)]
+    assert len(ups) == 5 and all(m.filter_size == 4 and m.scale == 2 for m in ups)
+
+
+def test_encoder_weights_load_from_the_classifier() -> None:
+    clf = zoo.create("resnet18_aa4", num_classes=0)
+    unet = zoo.create("unet_resnet18_aa4", num_classes=3)
+    unused = unet.load_encoder_state_dict(clf.state_dict())
+    assert unused == []
+    torch.testing.assert_close(unet.encoder[4].layer4[1].conv2.weight, clf.layer4[1].conv2.weight, rtol=0, atol=0)
+
+
+def test_bad_names_and_inputs() -> None:
+    with pytest.raises(KeyError, match="unknown model 'resnet19'"):
+        zoo.create("unet_resnet19")
+    with pytest.raises(ValueError, match="classification model"):
+        zoo.create("unet_unet_resnet18")
+    with pytest.raises(ValueError, match="num_classes must be"):
+        zoo.create("unet_resnet18", num_classes=0)
+    model = zoo.create("unet_resnet18", num_classes=2)
+    with pytest.raises(ValueError, match=r"expects \(N, 3, H, W\)"):
+        model(torch.randn(1, 1, 32, 32))
+
+
+def test_torchscript_equals_eager() -> None:
+    model = zoo.create("unet_resnet18_aa4", num_classes=3).eval()
+    x = torch.randn(1, 3, 40, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(model)(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["unet_resnet18_aa4", "unet_vgg11_bn", "unet_densenet121_aa3", "unet_mobilenet_v2"])
+def test_every_family_builds_and_runs(name: str) -> None:
+    model = zoo.create(name, num_classes=4).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 45, 64)).shape == (1, 4, 45, 64)
+
+
+@pytest.mark.slow
+def test_dynamo_onnx_equals_eager(tmp_path) -> None:
+    from zoo.export import onnx_max_abs_diff, to_onnx
+
+    model = zoo.create("unet_resnet18_aa4", num_classes=3).eval()
+    path = to_onnx(model, tmp_path / "unet.onnx", (3, 64, 64))
+    assert onnx_max_abs_diff(model, path, torch.randn(2, 3, 64, 64)) < 1e-4
