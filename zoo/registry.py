@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,16 @@ def register_family(family: str, cls: type[ZooModel] | None, variants: dict[str,
     return added
 
 
+_RESOLVERS: list[Callable[[str], ModelEntry | None]] = []
+
+
+def register_resolver(resolve: Callable[[str], ModelEntry | None]) -> None:
+    """Add a resolver for a name pattern built on other names (e.g. ``unet_{encoder}``): ``get_entry`` asks it
+    for names the table lacks; it returns an entry, or ``None`` when the name is not its pattern."""
+    if resolve not in _RESOLVERS:
+        _RESOLVERS.append(resolve)
+
+
 def list_models(pattern: str | None = None, antialiased: bool | None = None) -> list[str]:
     """Registered names, optionally filtered by a glob ``pattern`` and by being anti-aliased."""
     names = [n for n, e in REGISTRY.items() if antialiased is None or e.antialiased == antialiased]
@@ -91,10 +102,10 @@ def get_entry(name: str) -> ModelEntry:
     if match and match["arch"] in ARCHS and int(match["k"]) >= 1:
         base = REGISTRY[match["arch"]]
         return ModelEntry(name, base.arch, base.family, base.cls, base.variant, int(match["k"]))
-    if name.startswith("unet_"):  # unet_{any classification name}: resolved here, not listed among classifiers
-        from zoo.models.unet import unet_entry
-
-        return unet_entry(name)
+    for resolve in _RESOLVERS:  # name patterns over other names (``unet_{encoder}``), not listed among classifiers
+        entry = resolve(name)
+        if entry is not None:
+            return entry
     close = difflib.get_close_matches(name, list(REGISTRY), n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise UnknownModelError(

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from zoo.layers.kernels import pad as pad_map
 from zoo.layers.upsample import BlurUpsample2d
+from zoo.registry import ModelEntry, get_entry, register_resolver
 
 __all__ = ["PREFIX", "UNet", "unet_entry"]
 
@@ -187,11 +188,14 @@ class UNet(nn.Module):
         return self.head(y)[:, :, :h, :w]
 
 
-def unet_entry(name: str):
-    """The registry entry of ``unet_{encoder}`` for any classification name ``{encoder}``."""
-    from zoo.registry import ModelEntry, get_entry
-
+def unet_entry(name: str) -> ModelEntry | None:
+    """The registry entry of ``unet_{encoder}`` for any classification name ``{encoder}`` (``None`` otherwise)."""
+    if not name.startswith(PREFIX):
+        return None
     encoder = get_entry(name[len(PREFIX) :])
     if encoder.family == "unet":
         raise ValueError(f"{name}: the encoder of a U-Net must be a classification model, not {encoder.name}")
     return ModelEntry(name, encoder.arch, "unet", UNet, {"encoder": encoder.name}, encoder.filter_size)
+
+
+register_resolver(unet_entry)
