@@ -142,3 +142,57 @@ def test_record_hub_sha256_of_a_derived_tag(tmp_path, monkeypatch):
     assert data["torchvision_init"]["hub_sha256"] == {"resnet18_aa3.tv_in1k": "cd" * 32}
     assert "resnet18_aa3.tv_in1k" not in data["weights"], "a recorded hash does not write the entry out"
     jsonschema.validate(data, schema=json.loads(SCHEMA_PATH.read_text()))
+
+
+def _compact_copy(tmp_path, edit) -> Path:
+    data = json.loads(MANIFEST_PATH.read_text())
+    edit(data)
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["weights"].update({"resnet18_aa4.in22k": {}}), "no group publishes the tag 'in22k'"),
+        (lambda d: d["weights"].update({"resnet19_aa4.in1k": {"sha256_prefix": "abcdef12"}}), "unknown model"),
+        (lambda d: d["weights"].update({"resnet18.in1k": {"sha256_prefix": "abcdef12"}}), "anti-aliased models"),
+        (lambda d: d["weights"]["resnet18_aa4.in1k"].pop("sha256_prefix"), "needs its sha256_prefix"),
+        (lambda d: d["weights"]["resnet18_aa4.in1k"].update(architecture="vgg11"), "unknown field(s) architecture"),
+        (lambda d: d["weights"]["resnet18_aa4.in1k"].update(license="mit"), "not in 'licenses'"),
+        (lambda d: d.pop("defaults"), "lacks the 'defaults' field"),
+    ],
+)
+def test_loader_rejects_a_malformed_compact_manifest(tmp_path, edit, message):
+    path = _compact_copy(tmp_path, edit)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_manifest(path)
+
+
+def test_manifest_writes_shared_values_once_and_derives_the_architecture():
+    data = json.loads(MANIFEST_PATH.read_text())
+    assert MANIFEST_PATH.stat().st_size <= 116332 // 3
+    assert all("architecture" not in e and "filter_size" not in e for e in data["weights"].values())
+    entry = load_manifest().get("resnet101_aa3.in1k")
+    assert (entry.architecture, entry.filter_size) == ("resnet101", 3)
+    assert entry.url_source()["url"].endswith(
+        "/resnet101_lpf3-" + data["weights"]["resnet101_aa3.in1k"]["sha256_prefix"] + ".pth"
+    )
+
+
+def test_manifest_script_checks_the_canonical_form(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[2] / "scripts" / "manifest.py"
+    ok = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    path = _compact_copy(tmp_path, lambda d: None)
+    path.write_text(json.dumps(json.loads(path.read_text())))  # valid, not canonical
+    bad = subprocess.run(
+        [sys.executable, str(script), "--check", "--manifest", str(path)], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "not in canonical form" in bad.stderr
+    assert subprocess.run([sys.executable, str(script), "--manifest", str(path)], capture_output=True).returncode == 0
+    assert subprocess.run([sys.executable, str(script), "--check", "--manifest", str(path)]).returncode == 0
