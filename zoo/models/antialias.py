@@ -104,8 +104,39 @@ def antialias(
                 new.weight, new.bias = proj.weight, proj.bias
                 mod.downsample[0] = new
                 handled.add(id(new))
-        for child_n, child in mod.named_children():
+        children = list(mod.named_children())
+        for i, (child_n, child) in enumerate(children):
+            nxt = children[i + 1][1] if i + 1 < len(children) else None
+            if (
+                type(child) is nn.Conv2d
+                and _stride(child) == rules.HALVED_STRIDE
+                and isinstance(nxt, rules.CLAMP_ACTS)
+                and id(child) not in handled
+            ):
+                # stride 4 (AlexNet conv1): conv at stride 2, its activation, then blur(2)
+                child.stride = (2, 2)
+                handled.add(id(child))
+                stem_done = True
+                act = nn.Sequential(nxt, make(child.out_channels, (2, 2)))
+                todo.append(lambda m=mod, n=children[i + 1][0], v=act: setattr(m, n, v))
+                continue
             rule = rules.MAXPOOL_RULES.get((kind, child_n))
+            if rule is None and isinstance(child, nn.MaxPool2d) and _stride(child) != (1, 1) and not child.ceil_mode:
+                k = child.kernel_size
+                rule = (k if isinstance(k, int) else k[0], child.padding if isinstance(child.padding, int) else -1)
+                if rule[1] < 0 or not isinstance(k, int):
+                    rule = None
+            if (
+                isinstance(child, nn.AvgPool2d)
+                and not child.ceil_mode
+                and child.padding == 0
+                and _stride(child) != (1, 1)
+                and _pair_k(child.kernel_size) == _stride(child)
+            ):
+                blur = make(0, _stride(child))
+                todo.append(lambda m=mod, n=child_n, v=blur: setattr(m, n, v))
+                handled.add(id(child))
+                continue
             if rule is not None and isinstance(child, nn.MaxPool2d):
                 k, p = rule
                 s = _stride(child)
@@ -125,6 +156,13 @@ def antialias(
             s = _stride(first)
             first.stride = (1, 1)
             _norm_act_blur(bn, relu, make(first.out_channels, s))
+    if not aa_stem:  # the first strided conv in module order (the stem) stays strided
+        for mod in model.modules():
+            if type(mod) is nn.Conv2d and _stride(mod) != (1, 1):
+                handled.add(id(mod))
+                break
+            if id(mod) in handled:
+                break
     bad = []
     for name, mod in model.named_modules():
         if isinstance(mod, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and not isinstance(mod, BlurConv2d):
@@ -144,3 +182,7 @@ def _inside_blur(model: nn.Module, name: str) -> bool:
         if isinstance(model.get_submodule(".".join(parts[:i])), (MaxBlurPool2d, BlurPool2d)):
             return True
     return False
+
+
+def _pair_k(k: int | tuple[int, int]) -> tuple[int, int]:
+    return (k, k) if isinstance(k, int) else tuple(k)  # type: ignore[return-value]

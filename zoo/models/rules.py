@@ -9,6 +9,8 @@ MaxPool(2, s=1) + BlurPool(2).
 
 from __future__ import annotations
 
+from torch import nn
+
 MAXPOOL_RULES: dict[tuple[str, str], tuple[int, int]] = {
     ("ResNet", "maxpool"): (2, 0),
 }
@@ -21,3 +23,9 @@ ACT_AFTER_NORM: dict[str, tuple[tuple[str, str, str], ...]] = {
 
 # block types whose ``downsample`` Sequential starts with a strided 1x1 projection conv
 PROJECTION_PARENTS: tuple[str, ...] = ("BasicBlock", "Bottleneck")
+
+# a strided conv at this stride followed directly by one of CLAMP_ACTS (AlexNet conv1, stride 4) runs at half the
+# stride, then its activation, then BlurPool(2), as the official release does (its stem is blurred even when
+# aa_stem is False, as in the official AlexNet)
+HALVED_STRIDE: tuple[int, int] = (4, 4)
+CLAMP_ACTS: tuple[type, ...] = (nn.ReLU, nn.ReLU6)
