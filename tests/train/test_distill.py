@@ -52,3 +52,19 @@ def test_validation_one_line(kwargs, key):
     with pytest.raises(ConfigError, match=key) as info:
         DistillConfig(**kwargs).validate()
     assert "\n" not in str(info.value)
+
+
+def test_tiny_unlabeled_distill_run_lowers_the_loss():
+    from zoo.train.data import digits_tensors
+    from zoo.train.distill import distill_epoch
+
+    torch.manual_seed(0)
+    images, _ = digits_tensors(16, 3)
+    images = images[:64].float()
+    teacher = freeze_teacher(zoo.create("resnet18", num_classes=10))
+    cfg = DistillConfig(teacher="resnet18", temperature=2.0)
+    student = make_student(teacher, cfg)
+    opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
+    batches = list(images.split(16))  # images only: no labels
+    losses = [distill_epoch(student, teacher, batches, opt, cfg) for _ in range(4)]
+    assert losses[-1] < losses[0]

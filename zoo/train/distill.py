@@ -11,6 +11,7 @@ Not yet wired into ``zoo finetune`` (see the module's report); the pieces here a
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from zoo.config import ConfigError
 
-__all__ = ["DistillConfig", "distill_loss", "freeze_teacher", "make_student"]
+__all__ = ["DistillConfig", "distill_epoch", "distill_loss", "freeze_teacher", "make_student"]
 
 
 @dataclass
@@ -92,3 +93,28 @@ def make_student(teacher: nn.Module, cfg: DistillConfig) -> nn.Module:
 def teacher_logits(teacher: nn.Module, images: Tensor) -> Tensor:
     """Teacher outputs without gradients (the teacher must be frozen with ``freeze_teacher``)."""
     return teacher(images)
+
+
+def distill_epoch(
+    student: nn.Module,
+    teacher: nn.Module,
+    batches: Iterable,
+    optimizer: torch.optim.Optimizer,
+    cfg: DistillConfig,
+) -> float:
+    """One pass over ``batches`` (images, or (images, labels) pairs); returns the mean distillation loss.
+
+    Labels are used only when ``cfg.alpha > 0``; the teacher is frozen first.
+    """
+    freeze_teacher(teacher)
+    student.train()
+    total, n = 0.0, 0
+    for batch in batches:
+        images, labels = (batch[0], batch[1]) if isinstance(batch, (list, tuple)) else (batch, None)
+        loss = distill_loss(student(images), teacher_logits(teacher, images), cfg.temperature, labels, cfg.alpha)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach()) * len(images)
+        n += len(images)
+    return total / max(n, 1)
