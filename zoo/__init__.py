@@ -9,6 +9,7 @@ from zoo import export
 from zoo import timm_bridge as _timm_bridge  # noqa: F401  (registers the *_aaK models with timm)
 from zoo.builder import create
 from zoo.layers import BlurConv2d, BlurPool2d, MaxBlurPool2d, binomial_filter
+from zoo.models.antialias import antialias
 from zoo.preprocess import label_names, transforms
 from zoo.registry import UnknownModelError, list_models
 from zoo.weights import WeightsUnavailableError
@@ -22,6 +23,7 @@ __all__ = [
     "UnknownModelError",
     "WeightsUnavailableError",
     "__version__",
+    "antialias",
     "binomial_filter",
     "create",
     "export",
