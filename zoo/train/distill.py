@@ -76,7 +76,10 @@ def make_student(teacher: nn.Module, cfg: DistillConfig) -> nn.Module:
 
     antialias = getattr(zoo, "antialias", None)
     if antialias is not None:
-        return antialias(teacher, filter_size=cfg.filter_size, inplace=False)
+        student = antialias(teacher, filter_size=cfg.filter_size, inplace=False)
+        for p in student.parameters():  # a copy of a frozen teacher is frozen too: the student trains
+            p.requires_grad_(True)
+        return student
     num_classes = getattr(teacher, "num_classes", None)
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     try:
