@@ -1,8 +1,9 @@
-"""``antialias(model)``: rewrite the subsampling points of a CNN with BlurPool (placement rules in ``rules.py``).
+"""``antialias(model)``: rewrite every subsampling point of a CNN with the official BlurPool placement.
 
-Scope of this version: torchvision ResNet-family blocks (``BasicBlock``/``Bottleneck`` and their projection
-shortcuts), the ResNet stem max-pool, and ``Conv2dNormActivation`` (MobileNetV2-style) strided convs. Anything
-else with a stride > 1 raises ``ValueError`` listing the modules that could not be placed: never a partial rewrite.
+Rules (Zhang, ICML 2019): MaxPool(k, s) -> MaxPool(k, 1) + blur(s); strided conv -> conv at stride 1, its norm and
+activation, then blur(s); AvgPool(s) -> blur(s); a strided 1x1 projection -> blur(s), then the 1x1 conv; AlexNet's
+stride-4 conv1 -> conv at stride 2, ReLU, blur(2). Adaptive pools are left alone; the stem conv stays strided unless
+``aa_stem``. State-dict keys do not change (blur layers hold only non-persistent buffers).
 """
 
 from __future__ import annotations
@@ -12,37 +13,49 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from zoo.layers import BlurConv2d, BlurPool2d, MaxBlurPool2d
-from zoo.models import rules
+from zoo.layers import BlurPool2d, MaxBlurPool2d
+from zoo.models.rules import BLOCK_BLUR_AFTER, MAXPOOL_OVERRIDES
 
 __all__ = ["antialias"]
 
-
-def _stride(m: nn.Module) -> tuple[int, int]:
-    s = m.stride
-    return (s, s) if isinstance(s, int) else tuple(s)  # type: ignore[return-value]
+_ACTS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.SiLU, nn.GELU)
+_NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
 
-class _NormActBlur(nn.Module):
-    """Marker base: a norm whose output is followed by its clamp-type activation and the blur.
-
-    The block applies the same activation again afterwards; a blur (a convex combination) of clamped values is
-    already inside the clamp range, so the repeated ReLU/ReLU6 is exact identity.
-    """
+def _qualname(obj: object) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _norm_act_blur(norm: nn.Module, act: nn.Module, blur: nn.Module) -> nn.Module:
-    cls = type(norm)
-    new_cls = type(f"{cls.__name__}ActBlur", (cls, _NormActBlur), {"forward": _nab_forward})
-    norm.__class__ = new_cls
-    norm.add_module("aa_act", copy.deepcopy(act))
-    norm.add_module("aa", blur)
-    return norm
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _nab_forward(self: nn.Module, x: Tensor) -> Tensor:
-    base = next(c for c in type(self).__mro__[1:] if c is not _NormActBlur and "forward" in vars(c))
-    return self.aa(self.aa_act(base.forward(self, x)))
+class _BlockForward:
+    """Forward of a known residual block with ``self.aa`` after the activation of its strided conv."""
+
+    @staticmethod
+    def basic(self: nn.Module, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.aa(self.relu(self.bn1(self.conv1(x))))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + shortcut)
+
+    @staticmethod
+    def bottleneck(self: nn.Module, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.aa(self.relu(self.bn2(self.conv2(out))))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + shortcut)
+
+
+_BLOCK_FORWARDS = {"conv1": _BlockForward.basic, "conv2": _BlockForward.bottleneck}
+
+
+def _swap_block(block: nn.Module, forward: Callable) -> None:
+    cls = type(block)
+    block.__class__ = type(f"AA{cls.__name__}", (cls,), {"forward": forward})
 
 
 def antialias(
@@ -53,136 +66,130 @@ def antialias(
     inplace: bool = False,
     aa_layer: Callable[[int, tuple[int, int]], nn.Module] | None = None,
 ) -> nn.Module:
-    """Return ``model`` with every strided conv/pool split into a dense op and a blurred subsampling.
+    """Return ``model`` with BlurPool at every subsampling point (a deep copy unless ``inplace``).
 
-    State-dict keys and shapes are unchanged. ``aa_layer(channels, stride)`` builds the subsampling layer
-    (default ``BlurPool2d(channels, filter_size, stride, pad_mode)``). Raises ``ValueError`` naming the
-    modules it cannot place.
+    Raises ``ValueError`` naming every strided module it cannot place (nothing is rewritten then).
     """
-    from torchvision.ops.misc import Conv2dNormActivation
-
     if not inplace:
         model = copy.deepcopy(model)
 
-    def make(ch: int, stride: tuple[int, int]) -> nn.Module:
+    def blur(channels: int, stride: tuple[int, int]) -> nn.Module:
         if aa_layer is not None:
-            return aa_layer(ch, stride)
-        return BlurPool2d(ch, filter_size=filter_size, stride=stride, pad_mode=pad_mode)
+            return aa_layer(channels, stride)
+        return BlurPool2d(channels, filter_size=filter_size, stride=stride, pad_mode=pad_mode)
 
-    handled: set[int] = set()
-    stem_done = False
-    todo: list[Callable[[], None]] = []
-    for mod in model.modules():
-        kind = type(mod).__name__
-        if isinstance(mod, Conv2dNormActivation) and isinstance(mod[0], nn.Conv2d):
-            conv = mod[0]
-            if _stride(conv) != (1, 1):
-                handled.add(id(conv))
-                is_stem = not stem_done
-                stem_done = True
-                if is_stem and not aa_stem:
-                    continue
-                s = _stride(conv)
-                conv.stride = (1, 1)
-                mod.append(make(conv.out_channels, s))
-            stem_done = True
-        for conv_n, norm_n, act_n in rules.ACT_AFTER_NORM.get(kind, ()):
-            conv = getattr(mod, conv_n)
-            if _stride(conv) != (1, 1):
-                s = _stride(conv)
-                conv.stride = (1, 1)
-                handled.add(id(conv))
-                _norm_act_blur(getattr(mod, norm_n), getattr(mod, act_n), make(conv.out_channels, s))
-        if kind in rules.PROJECTION_PARENTS and isinstance(getattr(mod, "downsample", None), nn.Sequential):
-            proj = mod.downsample[0]
-            if type(proj) is nn.Conv2d and proj.kernel_size == (1, 1) and _stride(proj) != (1, 1):
-                new = BlurConv2d(
-                    proj.in_channels, proj.out_channels, 1, _stride(proj), proj.bias is not None, filter_size, pad_mode
-                )
-                if aa_layer is not None:
-                    new.blur = aa_layer(proj.in_channels, _stride(proj))
-                new.weight, new.bias = proj.weight, proj.bias
-                mod.downsample[0] = new
-                handled.add(id(new))
-        children = list(mod.named_children())
-        for i, (child_n, child) in enumerate(children):
-            nxt = children[i + 1][1] if i + 1 < len(children) else None
-            if (
-                type(child) is nn.Conv2d
-                and _stride(child) == rules.HALVED_STRIDE
-                and isinstance(nxt, rules.CLAMP_ACTS)
-                and id(child) not in handled
-            ):
-                # stride 4 (AlexNet conv1): conv at stride 2, its activation, then blur(2)
-                child.stride = (2, 2)
-                handled.add(id(child))
-                stem_done = True
-                act = nn.Sequential(nxt, make(child.out_channels, (2, 2)))
-                todo.append(lambda m=mod, n=children[i + 1][0], v=act: setattr(m, n, v))
-                continue
-            rule = rules.MAXPOOL_RULES.get((kind, child_n))
-            if rule is None and isinstance(child, nn.MaxPool2d) and _stride(child) != (1, 1) and not child.ceil_mode:
-                k = child.kernel_size
-                rule = (k if isinstance(k, int) else k[0], child.padding if isinstance(child.padding, int) else -1)
-                if rule[1] < 0 or not isinstance(k, int):
-                    rule = None
-            if (
-                isinstance(child, nn.AvgPool2d)
-                and not child.ceil_mode
-                and child.padding == 0
-                and _stride(child) != (1, 1)
-                and _pair_k(child.kernel_size) == _stride(child)
-            ):
-                blur = make(0, _stride(child))
-                todo.append(lambda m=mod, n=child_n, v=blur: setattr(m, n, v))
-                handled.add(id(child))
-                continue
-            if rule is not None and isinstance(child, nn.MaxPool2d):
-                k, p = rule
-                s = _stride(child)
-                new_pool = MaxBlurPool2d(None, k, s, p, filter_size, pad_mode)
-                if aa_layer is not None:
-                    new_pool = nn.Sequential(nn.MaxPool2d(k, 1, p), aa_layer(0, s))
-                todo.append(lambda m=mod, n=child_n, v=new_pool: setattr(m, n, v))
-                handled.add(id(child))
-    for fn in todo:
-        fn()
-    # stem: the first strided conv of a ResNet stays strided unless aa_stem
-    first = getattr(model, "conv1", None)
-    if isinstance(first, nn.Conv2d) and _stride(first) != (1, 1) and id(first) not in handled:
-        handled.add(id(first))
-        if aa_stem:
-            bn, relu = model.bn1, model.relu
-            s = _stride(first)
-            first.stride = (1, 1)
-            _norm_act_blur(bn, relu, make(first.out_channels, s))
-    if not aa_stem:  # the first strided conv in module order (the stem) stays strided
-        for mod in model.modules():
-            if type(mod) is nn.Conv2d and _stride(mod) != (1, 1):
-                handled.add(id(mod))
-                break
-            if id(mod) in handled:
-                break
-    bad = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and not isinstance(mod, BlurConv2d):
-            if id(mod) in handled:
-                continue
-            st = _stride(mod)
-            if st != (1, 1) and not _inside_blur(model, name):
-                bad.append(f"{name} ({type(mod).__name__}, stride {st})")
-    if bad:
-        raise ValueError("antialias: cannot place blur for these strided modules: " + ", ".join(bad))
+    root = _qualname(model)
+    edits: list[Callable[[], None]] = []
+    placed: set[int] = set()
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    # The stem conv stays strided (official release), except a stride > 2 (AlexNet): that runs at half its stride.
+    stem_kept = first_conv is not None and not aa_stem and max(_pair(first_conv.stride)) <= 2
+    if stem_kept:
+        placed.add(id(first_conv))
+
+    for path, mod in model.named_modules():
+        name = _qualname(mod)
+        if name in BLOCK_BLUR_AFTER:
+            conv = getattr(mod, BLOCK_BLUR_AFTER[name])
+            stride = _pair(conv.stride)
+            if stride != (1, 1):
+                placed.add(id(conv))
+
+                def edit(mod: nn.Module = mod, conv: nn.Conv2d = conv, stride: tuple[int, int] = stride) -> None:
+                    conv.stride = (1, 1)
+                    mod.aa = blur(conv.out_channels, stride)
+                    _swap_block(mod, _BLOCK_FORWARDS[BLOCK_BLUR_AFTER[_qualname(mod)]])
+
+                edits.append(edit)
+            ds = getattr(mod, "downsample", None)
+            if isinstance(ds, nn.Sequential) and isinstance(ds[0], nn.Conv2d) and _pair(ds[0].stride) != (1, 1):
+                proj = ds[0]
+                placed.add(id(proj))
+
+                def edit_proj(ds: nn.Sequential = ds, proj: nn.Conv2d = proj) -> None:
+                    stride = _pair(proj.stride)
+                    proj.stride = (1, 1)
+                    _prepend_blur(ds, 0, blur(proj.in_channels, stride))
+
+                edits.append(edit_proj)
+        if isinstance(mod, nn.Sequential):
+            children = list(mod.named_children())
+            for i, (key, child) in enumerate(children):
+                if isinstance(child, nn.Conv2d) and _pair(child.stride) != (1, 1) and id(child) not in placed:
+                    if child is first_conv and stem_kept:
+                        continue
+                    j = i + 1
+                    while j < len(children) and isinstance(children[j][1], _NORMS):
+                        j += 1
+                    if j < len(children) and isinstance(children[j][1], _ACTS):
+                        placed.add(id(child))
+                        edits.append(_conv_edit(mod, child, children[j][0], blur))
+                elif isinstance(child, nn.MaxPool2d) and _pair(child.stride) != (1, 1):
+                    placed.add(id(child))
+                    full = f"{path}.{key}" if path else key
+                    over = MAXPOOL_OVERRIDES.get((root, full), {})
+                    edits.append(_pool_edit(mod, key, child, over, filter_size, pad_mode, aa_layer, blur))
+                elif isinstance(child, nn.AvgPool2d) and _pair(child.stride) != (1, 1):
+                    placed.add(id(child))
+                    edits.append(_avg_edit(mod, key, child, blur))
+        elif isinstance(mod, nn.MaxPool2d) and _pair(mod.stride) != (1, 1) and id(mod) not in placed and path:
+            parent_path, _, key = path.rpartition(".")
+            parent = model.get_submodule(parent_path)
+            placed.add(id(mod))
+            over = MAXPOOL_OVERRIDES.get((root, path), {})
+            edits.append(_pool_edit(parent, key, mod, over, filter_size, pad_mode, aa_layer, blur))
+
+    missing = [
+        p
+        for p, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and _pair(m.stride) != (1, 1) and id(m) not in placed
+    ]
+    if missing:
+        raise ValueError(f"antialias: cannot place blur for strided modules {', '.join(missing)} of {root}")
+    for e in edits:
+        e()
     return model
 
 
-def _inside_blur(model: nn.Module, name: str) -> bool:
-    parts = name.split(".")
-    for i in range(1, len(parts)):
-        if isinstance(model.get_submodule(".".join(parts[:i])), (MaxBlurPool2d, BlurPool2d)):
-            return True
-    return False
+def _prepend_blur(seq: nn.Sequential, index: int, layer: nn.Module) -> None:
+    """Run ``layer`` before ``seq[index]`` without changing state-dict keys (a forward pre-hook free wrapper)."""
+    conv = seq[index]
+    conv.blur = layer
+    conv.__class__ = type(f"Blur{type(conv).__name__}", (type(conv),), {"forward": _blur_first_forward})
 
 
-def _pair_k(k: int | tuple[int, int]) -> tuple[int, int]:
-    return (k, k) if isinstance(k, int) else tuple(k)  # type: ignore[return-value]
+def _blur_first_forward(self: nn.Conv2d, x: Tensor) -> Tensor:
+    return self._conv_forward(self.blur(x), self.weight, self.bias)
+
+
+def _conv_edit(seq: nn.Sequential, conv: nn.Conv2d, act_key: str, blur: Callable) -> Callable[[], None]:
+    def edit() -> None:
+        stride = _pair(conv.stride)
+        # AlexNet conv1 (stride 4): conv at stride 2, blur(2), as the official release does.
+        dense = (stride[0] // 2, stride[1] // 2) if stride[0] > 2 or stride[1] > 2 else (1, 1)
+        conv.stride = dense
+        rest = (stride[0] // dense[0], stride[1] // dense[1])
+        seq._modules[act_key] = nn.Sequential(seq._modules[act_key], blur(conv.out_channels, rest))
+
+    return edit
+
+
+def _pool_edit(parent, key, pool, over, filter_size, pad_mode, aa_layer, blur) -> Callable[[], None]:
+    def edit() -> None:
+        k = over.get("kernel_size", pool.kernel_size)
+        p = over.get("padding", pool.padding)
+        stride = _pair(pool.stride)
+        if aa_layer is None:
+            new: nn.Module = MaxBlurPool2d(None, k, stride, p, filter_size, pad_mode)
+        else:
+            new = nn.Sequential(nn.MaxPool2d(k, 1, p), aa_layer(0, stride))
+        parent._modules[key] = new
+
+    return edit
+
+
+def _avg_edit(parent, key, pool, blur) -> Callable[[], None]:
+    def edit() -> None:
+        parent._modules[key] = blur(None, _pair(pool.stride))
+
+    return edit

@@ -1,31 +1,20 @@
-"""Anti-aliasing placement rules as data (Zhang, ICML 2019; github.com/adobe/antialiased-cnns).
+"""Placement rules for ``zoo.antialias`` as data: per-family exceptions and known block types.
 
-``MAXPOOL_RULES``: per parent module type and child name, the dense max-pool (kernel, padding) that replaces a
-strided max-pool before its ``BlurPool``. The official ResNet stem turns MaxPool(3, s=2, p=1) into
-MaxPool(2, s=1) + BlurPool(2).
-``ACT_AFTER_NORM``: block types whose strided conv is followed by ``norm`` and then a clamp-type activation
-(named attribute), so the blur goes after that activation.
+The general rules live in ``zoo.models.antialias``; this table holds what the official release does differently
+for one family, keyed by ``(model class qualified name, module path)``.
 """
 
 from __future__ import annotations
 
-from torch import nn
+__all__ = ["BLOCK_BLUR_AFTER", "MAXPOOL_OVERRIDES"]
 
-MAXPOOL_RULES: dict[tuple[str, str], tuple[int, int]] = {
-    ("ResNet", "maxpool"): (2, 0),
+# The stem max-pool of the official anti-aliased ResNets is MaxPool(2, s=1) + blur, not MaxPool(3, s=1, p=1).
+MAXPOOL_OVERRIDES: dict[tuple[str, str], dict[str, int]] = {
+    ("torchvision.models.resnet.ResNet", "maxpool"): {"kernel_size": 2, "padding": 0},
 }
 
-# block type -> ((strided conv attr, norm attr, activation attr), ...)
-ACT_AFTER_NORM: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "BasicBlock": (("conv1", "bn1", "relu"),),
-    "Bottleneck": (("conv2", "bn2", "relu"),),
+# Known residual blocks: the strided conv whose activation the blur follows (block class -> conv attribute).
+BLOCK_BLUR_AFTER: dict[str, str] = {
+    "torchvision.models.resnet.BasicBlock": "conv1",
+    "torchvision.models.resnet.Bottleneck": "conv2",
 }
-
-# block types whose ``downsample`` Sequential starts with a strided 1x1 projection conv
-PROJECTION_PARENTS: tuple[str, ...] = ("BasicBlock", "Bottleneck")
-
-# a strided conv at this stride followed directly by one of CLAMP_ACTS (AlexNet conv1, stride 4) runs at half the
-# stride, then its activation, then BlurPool(2), as the official release does (its stem is blurred even when
-# aa_stem is False, as in the official AlexNet)
-HALVED_STRIDE: tuple[int, int] = (4, 4)
-CLAMP_ACTS: tuple[type, ...] = (nn.ReLU, nn.ReLU6)

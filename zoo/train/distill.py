@@ -69,14 +69,14 @@ def freeze_teacher(teacher: nn.Module) -> nn.Module:
 def make_student(teacher: nn.Module, cfg: DistillConfig) -> nn.Module:
     """The anti-aliased copy of ``teacher`` with its weights (the teacher is left untouched).
 
-    Uses ``zoo.antialias`` when available; otherwise builds ``{cfg.teacher}_aa{K}`` from the registry and loads the
-    teacher's state dict strictly (the same result for the hand-built ResNet-family architectures).
+    A zoo baseline twin becomes its hand-built ``{cfg.teacher}_aa{K}`` with the teacher's state dict loaded strictly
+    (the oracle-verified model ``zoo.antialias`` is tested against); any other CNN goes through ``zoo.antialias``.
     """
     import zoo
+    from zoo.models._contract import ZooModel
 
-    antialias = getattr(zoo, "antialias", None)
-    if antialias is not None:
-        student = antialias(teacher, filter_size=cfg.filter_size, inplace=False)
+    if not isinstance(teacher, ZooModel):
+        student = zoo.antialias(teacher, filter_size=cfg.filter_size, inplace=False)
         for p in student.parameters():  # a copy of a frozen teacher is frozen too: the student trains
             p.requires_grad_(True)
         return student
