@@ -1,9 +1,12 @@
 """``antialias(model)``: rewrite every subsampling point of a CNN with the official BlurPool placement.
 
-Rules (Zhang, ICML 2019): MaxPool(k, s) -> MaxPool(k, 1) + blur(s); strided conv -> conv at stride 1, its norm and
-activation, then blur(s); AvgPool(s) -> blur(s); a strided 1x1 projection -> blur(s), then the 1x1 conv; AlexNet's
-stride-4 conv1 -> conv at stride 2, ReLU, blur(2). Adaptive pools are left alone; the stem conv stays strided unless
-``aa_stem``. State-dict keys do not change (blur layers hold only non-persistent buffers).
+Rules (Zhang, ICML 2019; the table is docs/antialias.md): MaxPool(k, s) -> MaxPool(k, 1) + blur(s); strided conv ->
+conv at stride 1, its norm and activation, then blur(s); a strided conv with a norm and no activation -> conv at
+stride 1, norm, blur(s); AvgPool(s) -> blur(s); a strided 1x1 conv -> blur(s), then the 1x1 conv; a stem conv of
+stride > 2 (AlexNet, ConvNeXt's patchify stem with ``aa_stem``) -> conv at half its stride, then blur(2). Adaptive
+pools are left alone; the stem conv stays strided unless ``aa_stem`` (or its stride is > 2 and an activation
+follows: AlexNet). Known blocks with a functional ReLU or max-pool (``zoo.models.rules``) get a swapped forward.
+State-dict keys do not change (blur layers hold only non-persistent buffers).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from zoo.layers import BlurPool2d, MaxBlurPool2d
-from zoo.models.rules import BLOCK_BLUR_AFTER, MAXPOOL_OVERRIDES
+from zoo.models.rules import BLOCK_BLUR_AFTER, CONV_ACT_BLOCKS, FUNCTIONAL_POOL_BLOCKS, MAXPOOL_OVERRIDES
 
 __all__ = ["antialias"]
 
@@ -49,13 +52,30 @@ class _BlockForward:
         out = self.bn3(self.conv3(out))
         return self.relu(out + shortcut)
 
+    @staticmethod
+    def conv_bn_relu(self: nn.Module, x: Tensor) -> Tensor:
+        return self.aa(nn.functional.relu(self.bn(self.conv(x))))
+
+    @staticmethod
+    def inception_b(self: nn.Module, x: Tensor) -> list[Tensor]:
+        branch3x3 = self.branch3x3(x)
+        dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return [branch3x3, dbl, self.pool_aa(x)]
+
+    @staticmethod
+    def inception_d(self: nn.Module, x: Tensor) -> list[Tensor]:
+        branch3x3 = self.branch3x3_2(self.branch3x3_1(x))
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        return [branch3x3, b7, self.pool_aa(x)]
+
 
 _BLOCK_FORWARDS = {"conv1": _BlockForward.basic, "conv2": _BlockForward.bottleneck}
+_POOL_FORWARDS = {"InceptionB": _BlockForward.inception_b, "InceptionD": _BlockForward.inception_d}
 
 
-def _swap_block(block: nn.Module, forward: Callable) -> None:
+def _swap_block(block: nn.Module, forward: Callable, attr: str = "forward") -> None:
     cls = type(block)
-    block.__class__ = type(f"AA{cls.__name__}", (cls,), {"forward": forward})
+    block.__class__ = type(f"AA{cls.__name__}", (cls,), {attr: forward})
 
 
 def antialias(
@@ -82,8 +102,7 @@ def antialias(
     edits: list[Callable[[], None]] = []
     placed: set[int] = set()
     first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    # The stem conv stays strided (official release), except a stride > 2 (AlexNet): that runs at half its stride.
-    stem_kept = first_conv is not None and not aa_stem and max(_pair(first_conv.stride)) <= 2
+    stem_kept = first_conv is not None and not aa_stem and _stem_kept(model, first_conv)
     if stem_kept:
         placed.add(id(first_conv))
 
@@ -112,6 +131,11 @@ def antialias(
                     _prepend_blur(ds, 0, blur(proj.in_channels, stride))
 
                 edits.append(edit_proj)
+        if name in CONV_ACT_BLOCKS and _pair(mod.conv.stride) != (1, 1) and not (stem_kept and mod.conv is first_conv):
+            placed.add(id(mod.conv))
+            edits.append(_conv_act_block_edit(mod, blur))
+        if name in FUNCTIONAL_POOL_BLOCKS:
+            edits.append(_functional_pool_edit(mod, FUNCTIONAL_POOL_BLOCKS[name], filter_size, pad_mode, aa_layer))
         if isinstance(mod, nn.Sequential):
             children = list(mod.named_children())
             for i, (key, child) in enumerate(children):
@@ -124,6 +148,12 @@ def antialias(
                     if j < len(children) and isinstance(children[j][1], _ACTS):
                         placed.add(id(child))
                         edits.append(_conv_edit(mod, child, children[j][0], blur))
+                    elif _pair(child.kernel_size) == (1, 1):
+                        placed.add(id(child))
+                        edits.append(_prepend_edit(child, blur))
+                    elif j == len(children) or j > i + 1:  # conv [+ norms] and no activation: blur after them
+                        placed.add(id(child))
+                        edits.append(_conv_no_act_edit(mod, child, children[j - 1][0], blur))
                 elif isinstance(child, nn.MaxPool2d) and _pair(child.stride) != (1, 1):
                     placed.add(id(child))
                     full = f"{path}.{key}" if path else key
@@ -151,6 +181,86 @@ def antialias(
     return model
 
 
+def _stem_kept(model: nn.Module, stem: nn.Conv2d) -> bool:
+    """The stem conv stays strided (official release), except a stride > 2 followed by an activation (AlexNet's
+    conv1, which runs at half its stride); a stride > 2 stem with no activation (ConvNeXt's patchify) is kept."""
+    if max(_pair(stem.stride)) <= 2:
+        return True
+    for mod in model.modules():
+        if isinstance(mod, nn.Sequential):
+            children = list(mod.children())
+            if any(c is stem for c in children):
+                i = next(i for i, c in enumerate(children) if c is stem) + 1
+                while i < len(children) and isinstance(children[i], _NORMS):
+                    i += 1
+                return not (i < len(children) and isinstance(children[i], _ACTS))
+    return False
+
+
+def _stride_split(stride: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(dense stride, blur stride): a stride > 2 runs at half of it (blur 2), else at 1 (blur = stride)."""
+    dense = (stride[0] // 2, stride[1] // 2) if stride[0] > 2 or stride[1] > 2 else (1, 1)
+    dense = (max(dense[0], 1), max(dense[1], 1))
+    return dense, (stride[0] // dense[0], stride[1] // dense[1])
+
+
+def _insert_after(seq: nn.Sequential, key: str, new_key: str, layer: nn.Module) -> None:
+    """Insert ``layer`` into ``seq`` right after ``seq._modules[key]`` under ``new_key`` (keys stay as they are)."""
+    items = list(seq._modules.items())
+    seq._modules.clear()
+    for k, m in items:
+        seq._modules[k] = m
+        if k == key:
+            seq._modules[new_key] = layer
+
+
+def _conv_no_act_edit(seq: nn.Sequential, conv: nn.Conv2d, last_key: str, blur: Callable) -> Callable[[], None]:
+    """Strided conv followed by norms and no activation (ConvNeXt downsample, ShuffleNet depthwise): conv at stride
+    1 (half a stride > 2), its norms, then blur."""
+
+    def edit() -> None:
+        dense, rest = _stride_split(_pair(conv.stride))
+        conv.stride = dense
+        _insert_after(seq, last_key, f"{last_key}_aa", blur(conv.out_channels, rest))
+
+    return edit
+
+
+def _prepend_edit(conv: nn.Conv2d, blur: Callable) -> Callable[[], None]:
+    """A strided 1x1 conv (projection shortcut): blur, then the conv at stride 1 (they commute)."""
+
+    def edit() -> None:
+        stride = _pair(conv.stride)
+        conv.stride = (1, 1)
+        conv.blur = blur(conv.in_channels, stride)
+        conv.__class__ = type(f"Blur{type(conv).__name__}", (type(conv),), {"forward": _blur_first_forward})
+
+    return edit
+
+
+def _conv_act_block_edit(block: nn.Module, blur: Callable) -> Callable[[], None]:
+    def edit() -> None:
+        dense, rest = _stride_split(_pair(block.conv.stride))
+        block.conv.stride = dense
+        block.aa = blur(block.conv.out_channels, rest)
+        _swap_block(block, _BlockForward.conv_bn_relu)
+
+    return edit
+
+
+def _functional_pool_edit(block, kernel_stride, filter_size, pad_mode, aa_layer) -> Callable[[], None]:
+    kernel, stride = kernel_stride
+
+    def edit() -> None:
+        if aa_layer is None:
+            block.pool_aa = MaxBlurPool2d(None, kernel, stride, 0, filter_size, pad_mode)
+        else:
+            block.pool_aa = nn.Sequential(nn.MaxPool2d(kernel, 1), aa_layer(0, (stride, stride)))
+        _swap_block(block, _POOL_FORWARDS[type(block).__name__], "_forward")
+
+    return edit
+
+
 def _prepend_blur(seq: nn.Sequential, index: int, layer: nn.Module) -> None:
     """Run ``layer`` before ``seq[index]`` without changing state-dict keys (a forward pre-hook free wrapper)."""
     conv = seq[index]
@@ -164,11 +274,9 @@ def _blur_first_forward(self: nn.Conv2d, x: Tensor) -> Tensor:
 
 def _conv_edit(seq: nn.Sequential, conv: nn.Conv2d, act_key: str, blur: Callable) -> Callable[[], None]:
     def edit() -> None:
-        stride = _pair(conv.stride)
         # AlexNet conv1 (stride 4): conv at stride 2, blur(2), as the official release does.
-        dense = (stride[0] // 2, stride[1] // 2) if stride[0] > 2 or stride[1] > 2 else (1, 1)
+        dense, rest = _stride_split(_pair(conv.stride))
         conv.stride = dense
-        rest = (stride[0] // dense[0], stride[1] // dense[1])
         seq._modules[act_key] = nn.Sequential(seq._modules[act_key], blur(conv.out_channels, rest))
 
     return edit
