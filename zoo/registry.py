@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.models import densenet, mobilenet, resnet, vgg
+from zoo.models import densenet, mobilenet, resnet, torchvision_cnn, vgg
 from zoo.models._contract import ZooModel
 
 FILTER_SIZES: tuple[int, ...] = (2, 3, 4, 5)
@@ -19,6 +19,7 @@ _FAMILIES: dict[str, tuple[type[ZooModel] | None, dict[str, dict[str, Any]]]] = 
     "vgg": (vgg.VGG, vgg.VARIANTS),
     "densenet": (densenet.DenseNet, densenet.VARIANTS),
     "mobilenet": (None, mobilenet.VARIANTS),
+    "torchvision_cnn": (None, torchvision_cnn.VARIANTS),
 }
 _AA_NAME = re.compile(r"^(?P<arch>.+)_aa(?P<k>\d+)$")
 
