@@ -24,7 +24,9 @@ __all__ = ["FAMILIES", "VARIANTS", "TorchvisionCNN"]
 # classifier; a head layer listed under "pre_flatten" runs on the unflattened (N, C, 1, 1) map), first conv.
 FAMILIES: dict[str, dict[str, Any]] = {
     "convnext": dict(head=("avgpool", "classifier"), fc="classifier.2", pre=("classifier.0",), first="features.0.0"),
-    "efficientnet": dict(head=("avgpool", "classifier"), fc="classifier.1", pre=("classifier.0",), first="features.0.0"),
+    "efficientnet": dict(
+        head=("avgpool", "classifier"), fc="classifier.1", pre=("classifier.0",), first="features.0.0"
+    ),
     "regnet": dict(head=("avgpool", "fc"), fc="fc", pre=(), first="stem.0"),
     "mnasnet": dict(head=("classifier",), fc="classifier.1", pre=("classifier.0",), first="layers.0"),
     "shufflenet": dict(head=("fc",), fc="fc", pre=(), first="conv1.0"),
@@ -40,12 +42,15 @@ _ARCHS: dict[str, tuple[str, int, int, int]] = {
     **{f"efficientnet_b{i}": ("efficientnet", 1, 1, 7) for i in range(8)},
     **{f"efficientnet_v2_{s}": ("efficientnet", 1, 1, 7) for s in ("s", "m", "l")},
     **{f"regnet_x_{s}": ("regnet", 1, 1, 7) for s in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")},
-    **{f"regnet_y_{s}": ("regnet", 1, 1, 7) for s in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf", "128gf")},
+    **{
+        f"regnet_y_{s}": ("regnet", 1, 1, 7)
+        for s in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf", "128gf")
+    },
     **{f"mnasnet{s}": ("mnasnet", 1, 1, 7) for s in ("0_5", "0_75", "1_0", "1_3")},
     **{f"shufflenet_v2_{s}": ("shufflenet", 1, 1, 7) for s in ("x0_5", "x1_0", "x1_5", "x2_0")},
-    "squeezenet1_0": ("squeezenet", 21, 21, 13),
-    "squeezenet1_1": ("squeezenet", 17, 17, 13),
-    "googlenet": ("googlenet", 15, 15, 7),
+    "squeezenet1_0": ("squeezenet", 21, 35, 13),
+    "squeezenet1_1": ("squeezenet", 17, 31, 13),
+    "googlenet": ("googlenet", 15, 45, 7),
     "inception_v3": ("inception", 75, 75, 8),
 }
 _EXTRA_KWARGS = {"googlenet": dict(aux_logits=False, init_weights=True),
@@ -55,8 +60,9 @@ _EXTRA_KWARGS = {"googlenet": dict(aux_logits=False, init_weights=True),
 class TorchvisionCNN(ZooModel):
     """A torchvision CNN (``filter_size=None``) or its ``zoo.antialias`` rewrite, with timm's interface."""
 
-    def __init__(self, name: str, tv_arch: str, family: str, min_sizes: tuple[int, int], pool_size: int = 7,
-                 **common: Any) -> None:
+    def __init__(
+        self, name: str, tv_arch: str, family: str, min_sizes: tuple[int, int], pool_size: int = 7, **common: Any
+    ) -> None:
         super().__init__(name, **common)
         if self.in_chans != 3:
             raise ValueError(f"{name}: in_chans must be 3 (torchvision's stem), got {self.in_chans}")
@@ -68,7 +74,9 @@ class TorchvisionCNN(ZooModel):
         self._pre_fc = spec["pre"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tv = getattr(torchvision.models, tv_arch)(num_classes=max(self.num_classes, 1), **_EXTRA_KWARGS.get(tv_arch, {}))
+            tv = getattr(torchvision.models, tv_arch)(
+                num_classes=max(self.num_classes, 1), **_EXTRA_KWARGS.get(tv_arch, {})
+            )
         if self.filter_size is not None:
             tv = antialias(tv, self.filter_size, self.pad_mode, aa_stem=self.aa_stem, inplace=True)
         for child_name, child in tv.named_children():

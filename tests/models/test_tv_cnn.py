@@ -1,0 +1,193 @@
+"""The torchvision CNN families (zoo.models.torchvision_cnn): torchvision weights load strictly, every subsampling
+is blurred, shapes are unchanged, a 1-px shift moves the logits less, and trace / fx / ONNX match eager."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import onnxruntime as ort
+import pytest
+import timm
+import torch
+import torch.fx
+import torchvision
+from torch import nn
+
+import zoo
+from zoo.models.torchvision_cnn import _ARCHS, VARIANTS
+from zoo.registry import FILTER_SIZES, list_models
+
+SMALLEST = [
+    "convnext_tiny",
+    "efficientnet_b0",
+    "regnet_x_400mf",
+    "mnasnet0_5",
+    "shufflenet_v2_x0_5",
+    "squeezenet1_1",
+    "googlenet",
+    "inception_v3",
+]  # one per family; efficientnet_v2_s and regnet_y_400mf run in the slow suite
+SLOW_FULL = ["efficientnet_v2_s", "regnet_y_400mf"]
+HUGE = {"regnet_y_128gf", "regnet_y_32gf", "regnet_x_32gf", "regnet_y_16gf", "regnet_x_16gf", "efficientnet_b7",
+        "efficientnet_b6", "efficientnet_v2_l", "efficientnet_v2_m", "convnext_large", "convnext_base"}  # fmt: skip
+# ConvNeXt keeps its stride-4 stem: at 64 px its 2x2 final map is mostly border, so it uses 128 px.
+SHIFT_SIZE = {"convnext_tiny": 128}
+
+
+def _size(arch: str) -> int:
+    return 80 if arch == "inception_v3" else 64
+
+
+def _input(arch: str, n: int = 2, size: int | None = None) -> torch.Tensor:
+    s = size or _size(arch)
+    return torch.randn(n, 3, s, s, generator=torch.Generator().manual_seed(1))
+
+
+def _scramble_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics, so eval-mode outputs depend on the normalisation."""
+    g = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        elif hasattr(m, "layer_scale"):  # ConvNeXt's 1e-6 layer scale would make every block an identity
+            m.layer_scale.data.fill_(0.5)
+    return model.eval()
+
+
+def _pair(arch: str, scramble: bool = True) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(0)
+    base = zoo.create(arch).eval()
+    base = _scramble_bn(base) if scramble else base
+    aa = zoo.create(f"{arch}_aa4").eval()
+    aa.load_state_dict(base.state_dict(), strict=True)
+    return base, aa
+
+
+def test_every_arch_registered() -> None:
+    assert len(_ARCHS) == 42 and set(VARIANTS) == set(_ARCHS)
+    for arch in _ARCHS:
+        assert list_models(f"{arch}_aa*") == [f"{arch}_aa{k}" for k in FILTER_SIZES]
+        assert f"{arch}_aa4" in timm.list_models(module="timm_bridge") and arch in list_models()
+
+
+@pytest.mark.parametrize("arch", [*SMALLEST, *(pytest.param(a, marks=pytest.mark.slow) for a in SLOW_FULL)])
+def test_torchvision_weights_load_strictly_and_shapes_hold(arch: str) -> None:
+    kw = dict(aux_logits=False, init_weights=True) if arch in ("googlenet", "inception_v3") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tv = getattr(torchvision.models, arch)(**kw).eval()
+    base = zoo.create(arch).eval()
+    aa = zoo.create(f"{arch}_aa3").eval()
+    base.load_state_dict(tv.state_dict(), strict=True)
+    aa.load_state_dict(tv.state_dict(), strict=True)
+    x = _input(arch)
+    with torch.no_grad():
+        want = tv(x)
+        assert torch.allclose(base(x), want, atol=1e-5)  # the baseline twin is torchvision's model
+        assert aa(x).shape == want.shape
+        assert aa.forward_features(x).shape[1] == base.forward_features(x).shape[1] == aa.num_features
+
+
+def _strided(model: nn.Module) -> list[str]:
+    """Subsampling outside a blur layer: strided conv / pool modules, and strided pools called in forward."""
+    left = [p for p, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))
+            and tuple(m.stride if isinstance(m.stride, tuple) else (m.stride, m.stride)) != (1, 1)
+            and "BlurPool" not in type(m).__name__ and p != model.first_conv]  # fmt: skip
+    pools = (nn.functional.max_pool2d, nn.functional.avg_pool2d, torch.max_pool2d, torch._C._nn.avg_pool2d)
+    for node in torch.fx.symbolic_trace(model).graph.nodes:
+        if node.op == "call_function" and node.target in pools:
+            stride = node.kwargs.get("stride", node.args[2] if len(node.args) > 2 else None)
+            if stride not in (1, (1, 1), [1, 1]):
+                left.append(node.name)
+    return left
+
+
+@pytest.mark.parametrize("arch", [*SMALLEST, *(pytest.param(a, marks=pytest.mark.slow) for a in SLOW_FULL)])
+def test_no_subsampling_left_unblurred(arch: str) -> None:
+    assert _strided(zoo.create(arch))  # the check finds the baseline's
+    assert _strided(zoo.create(f"{arch}_aa4")) == []
+    stem = zoo.create(f"{arch}_aa4", aa_stem=True)
+    assert stem.get_submodule(stem.first_conv).stride in ((1, 1), (2, 2)) and _strided(stem) == []
+
+
+def _shift_change(model: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        y, ys = model(x), model(x.roll(1, dims=-1))
+    return ((ys - y).abs().mean() / y.abs().mean()).item()
+
+
+@pytest.mark.parametrize("arch", [*SMALLEST, *(pytest.param(a, marks=pytest.mark.slow) for a in SLOW_FULL)])
+def test_shift_moves_logits_less(arch: str) -> None:
+    # torchvision's init (scrambled BN statistics saturate EfficientNet), but ConvNeXt needs its layer scale raised
+    base, aa = _pair(arch, scramble=arch == "convnext_tiny")
+    x = _input(arch, 4, SHIFT_SIZE.get(arch))
+    ratio = _shift_change(aa, x) / _shift_change(base, x)
+    print(f"{arch}: shift ratio aa4/baseline = {ratio:.3f}")
+    assert ratio < 0.9
+
+
+EXPORT_DEFAULT = ["mnasnet0_5", "inception_v3"]  # the rest of the families export in the slow suite
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        *EXPORT_DEFAULT,
+        *(pytest.param(a, marks=pytest.mark.slow) for a in SMALLEST + SLOW_FULL if a not in EXPORT_DEFAULT),
+    ],
+)
+def test_trace_fx_onnx_match_eager(arch: str) -> None:
+    _, model = _pair(arch)
+    x = _input(arch)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = model(x)
+        assert torch.allclose(torch.fx.symbolic_trace(model)(x), want, atol=1e-5)
+        traced = torch.jit.trace(model, (x,))
+        assert torch.allclose(traced(x), want, atol=1e-5)
+        buf = io.BytesIO()
+        torch.onnx.export(model, (x,), buf, opset_version=17, dynamo=False, input_names=["input"])
+    got = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    assert torch.allclose(torch.from_numpy(got), want, atol=1e-4 * want.abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["squeezenet1_0", "squeezenet1_0_aa4", "googlenet_aa2", "convnext_tiny_aa5",
+                                  "inception_v3"])  # fmt: skip
+def test_minimum_input_size(name: str) -> None:
+    model = zoo.create(name).eval()
+    arch = name.split("_aa")[0]
+    low = _ARCHS[arch][2 if "_aa" in name else 1]
+    assert model.min_input_size == low == model.pretrained_cfg["min_input_size"][1]
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, low, low)).shape == (1, 1000)
+        with pytest.raises(ValueError, match=f"minimum is {low}x{low}"):
+            model(torch.randn(1, 3, low - 1, low - 1))
+
+
+@pytest.mark.parametrize("name", ["mnasnet0_5_aa4", "squeezenet1_1_aa3", "convnext_tiny_aa2"])
+def test_timm_interface(name: str) -> None:
+    model = timm.create_model(name, num_classes=7).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert model.forward_head(feats, pre_logits=True).shape == (1, model.num_features)
+        assert model(x).shape == (1, 7)
+        model.reset_classifier(3)
+        assert model(x).shape == (1, 3)
+        model.reset_classifier(0)
+        assert model(x).shape == (1, model.num_features)
+    assert model.pretrained_cfg["classifier"] == model.classifier_name and model.get_submodule(model.first_conv)
+    fo = timm.create_model(name, features_only=True)
+    assert [f.shape[1] for f in fo(x)] == fo.feature_info.channels()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [a for a in _ARCHS if a not in HUGE])
+def test_every_arch_builds_and_runs(arch: str) -> None:
+    base, aa = _pair(arch)
+    x = _input(arch, 1)
+    with torch.no_grad():
+        assert aa(x).shape == base(x).shape == (1, 1000)
+    assert _strided(aa) == []
