@@ -75,8 +75,10 @@ def _timm_fields(cfg: dict[str, Any]) -> dict[str, Any]:
 def _static_cfg(entry: ModelEntry) -> dict[str, Any]:
     """Cfg entries known without building the model (checked against built models by the tests)."""
     pool = entry.variant.get("pool_size", 7)  # forward_features at 224 px: 7x7, AlexNet's adaptive pool 6x6
+    size = entry.variant.get("input_size", 224)  # inception_v3: 299 px
     return dict(
         _EVAL_DEFAULTS,
+        input_size=(3, size, size),
         architecture=entry.name,
         pool_size=(pool, pool),
         first_conv=entry.cls.first_conv,

@@ -11,11 +11,18 @@ import torch
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import zoo
-from zoo.registry import list_models
+from zoo.registry import get_entry, list_models
 
 FAMILY_REPS = ["resnet18_aa4", "vgg11_bn_aa3", "alexnet_aa4", "densenet121_aa4", "mobilenet_v2_aa2",
                "mobilenet_v3_small_aa5", "resnet18"]  # fmt: skip
-CASES = [*FAMILY_REPS, *(pytest.param(n, marks=pytest.mark.slow) for n in list_models() if n not in FAMILY_REPS)]
+CASES = [
+    *FAMILY_REPS,
+    *(
+        pytest.param(n, marks=pytest.mark.slow)
+        for n in list_models()
+        if n not in FAMILY_REPS and get_entry(n).family != "torchvision_cnn"
+    ),
+]  # torchvision_cnn: test_tv_cnn.py
 
 
 def _scramble_bn(model: torch.nn.Module) -> torch.nn.Module:

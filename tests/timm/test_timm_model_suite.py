@@ -10,11 +10,11 @@ import pytest
 import timm
 import torch
 from timm.models import FeatureInfo, get_notrace_functions, get_notrace_modules
-from timm_testlib import AA4_NAMES, ALL_NAMES, FAMILY_REPS, rand_input, small_size, with_slow
+from timm_testlib import AA4_NAMES, FAMILY_REPS, SWEEP_NAMES, rand_input, small_size, with_slow
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 FULL = with_slow(FAMILY_REPS, AA4_NAMES)  # every check
-FWD_BWD = with_slow(FAMILY_REPS, ALL_NAMES)  # forward + backward
+FWD_BWD = with_slow(FAMILY_REPS, SWEEP_NAMES)  # forward + backward
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from zoo.registry import get_entry
 from zoo.timm_bridge import timm_model_names
 
 TEST_ORG = "timmtestorg"  # the loopback hub org of the timm tests
@@ -21,7 +22,9 @@ FAMILY_REPS = [
     "alexnet_aa4",
 ]
 ALL_NAMES = timm_model_names()
-AA4_NAMES = [n for n in ALL_NAMES if n.endswith("_aa4")]
+# the slow sweeps cover the hand-built families; the torchvision_cnn family has its own (tests/models/test_tv_cnn.py)
+SWEEP_NAMES = [n for n in ALL_NAMES if get_entry(n).family != "torchvision_cnn"]
+AA4_NAMES = [n for n in SWEEP_NAMES if n.endswith("_aa4")]
 
 
 def with_slow(default: list[str], slow: list[str]) -> list:

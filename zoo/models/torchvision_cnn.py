@@ -61,7 +61,14 @@ class TorchvisionCNN(ZooModel):
     """A torchvision CNN (``filter_size=None``) or its ``zoo.antialias`` rewrite, with timm's interface."""
 
     def __init__(
-        self, name: str, tv_arch: str, family: str, min_sizes: tuple[int, int], pool_size: int = 7, **common: Any
+        self,
+        name: str,
+        tv_arch: str,
+        family: str,
+        min_sizes: tuple[int, int],
+        pool_size: int = 7,
+        input_size: int = 224,
+        **common: Any,
     ) -> None:
         super().__init__(name, **common)
         if self.in_chans != 3:
@@ -69,6 +76,7 @@ class TorchvisionCNN(ZooModel):
         spec = FAMILIES[family]
         self.family = family
         self._pool_size = pool_size
+        self._input_size = input_size
         self.classifier_name = spec["fc"]
         self._head_children = spec["head"]
         self._pre_fc = spec["pre"]
@@ -97,6 +105,9 @@ class TorchvisionCNN(ZooModel):
     @property
     def cfg_pool_size(self) -> int:
         return self._pool_size
+
+    def default_pretrained_cfg(self, name: str) -> dict[str, Any]:
+        return {**super().default_pretrained_cfg(name), "input_size": (3, self._input_size, self._input_size)}
 
     def _set_pool(self, global_pool: str) -> None:
         self.global_pool = make_global_pool(global_pool)
@@ -150,6 +161,8 @@ def _variants() -> dict[str, dict[str, Any]]:
         cls = type(f"TV_{arch}", (TorchvisionCNN,), {"first_conv": spec["first"], "classifier_name": spec["fc"],
                                                      "__module__": __name__})  # fmt: skip
         table[arch] = dict(cls=cls, tv_arch=arch, family=family, min_sizes=(min_base, min_aa), pool_size=pool)
+        if arch == "inception_v3":
+            table[arch]["input_size"] = 299
     return table
 
 
