@@ -191,3 +191,17 @@ def test_every_arch_builds_and_runs(arch: str) -> None:
     with torch.no_grad():
         assert aa(x).shape == base(x).shape == (1, 1000)
     assert _strided(aa) == []
+
+
+@pytest.mark.parametrize("name", ["inception_v3_aa4", "squeezenet1_1_aa2", "convnext_tiny_aa4"])
+def test_timm_registered_cfg_matches_the_built_model(name: str) -> None:
+    registered = timm.models.get_pretrained_cfg(name).to_dict()
+    own = zoo.create(name).default_pretrained_cfg(name)
+    for key in ("pool_size", "first_conv", "classifier", "input_size", "num_classes"):
+        assert tuple(registered[key]) == tuple(own[key]) if isinstance(own[key], tuple) else registered[key] == own[key]
+    assert own["input_size"] == ((3, 299, 299) if name.startswith("inception") else (3, 224, 224))
+
+
+def test_zoo_list_and_family() -> None:
+    assert zoo.registry.get_entry("googlenet_aa4").family == "torchvision_cnn"
+    assert "regnet_y_128gf_aa5" in zoo.list_models("regnet_y_*", antialiased=True)
