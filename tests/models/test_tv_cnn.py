@@ -205,3 +205,20 @@ def test_timm_registered_cfg_matches_the_built_model(name: str) -> None:
 def test_zoo_list_and_family() -> None:
     assert zoo.registry.get_entry("googlenet_aa4").family == "torchvision_cnn"
     assert "regnet_y_128gf_aa5" in zoo.list_models("regnet_y_*", antialiased=True)
+
+
+def test_engine_rules_on_a_toy() -> None:
+    """Anisotropic stride with no activation, a strided 1x1 conv and a ceil_mode pool, each placed by its rule."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Sequential(nn.Conv2d(8, 8, 3, stride=(1, 2), padding=1, groups=8), nn.BatchNorm2d(8)),
+        nn.Sequential(nn.Conv2d(8, 16, 1, stride=2), nn.BatchNorm2d(16)),
+        nn.MaxPool2d(3, 2, ceil_mode=True),
+    ).eval()
+    out = zoo.antialias(model, 3).eval()
+    assert list(out[1]._modules) == ["0", "1", "1_aa"] and out[1][0].stride == (1, 1)
+    assert out[1][2].stride == (1, 2) and out[2][0].stride == (1, 1)
+    out.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(1, 3, 16, 16)
+    # 8x4 map: MaxPool(3, 1) -> 6x2, blur(2) -> 3x1 (the ceil_mode original gives 4x2: see docs/antialias.md)
+    assert model(x).shape == (1, 16, 4, 2) and out(x).shape == (1, 16, 3, 1) and _strided(out) == []
