@@ -222,3 +222,15 @@ def test_engine_rules_on_a_toy() -> None:
     x = torch.randn(1, 3, 16, 16)
     # 8x4 map: MaxPool(3, 1) -> 6x2, blur(2) -> 3x1 (the ceil_mode original gives 4x2: see docs/antialias.md)
     assert model(x).shape == (1, 16, 4, 2) and out(x).shape == (1, 16, 3, 1) and _strided(out) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", [n for a in _ARCHS if a not in HUGE for n in list_models(f"{a}*") if n.split("_aa")[0] == a]
+)
+def test_every_name_builds_and_runs(name: str) -> None:
+    """Every registered name of the non-huge archs (the huge ones are counted in test_every_arch_registered)."""
+    model = zoo.create(name, num_classes=5).eval()
+    s = max(model.min_input_size, 32)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, s, s)).shape == (1, 5)
