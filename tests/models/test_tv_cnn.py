@@ -234,3 +234,8 @@ def test_every_name_builds_and_runs(name: str) -> None:
     s = max(model.min_input_size, 32)
     with torch.no_grad():
         assert model(torch.randn(1, 3, s, s)).shape == (1, 5)
+
+
+def test_script_refuses_loudly() -> None:
+    with pytest.raises(TypeError, match=r"torch\.jit\.script is not supported.*torch\.jit\.trace"):
+        torch.jit.script(zoo.create("mnasnet0_5_aa4"))

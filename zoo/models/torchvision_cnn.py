@@ -106,6 +106,13 @@ class TorchvisionCNN(ZooModel):
     def cfg_pool_size(self) -> int:
         return self._pool_size
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script`` calls this first: refuse with one clear error (trace, fx and ONNX are supported)."""
+        raise TypeError(
+            f"{self.name}: torch.jit.script is not supported for the torchvision_cnn family (rewritten blocks and "
+            "name-driven heads); use torch.jit.trace, torch.fx.symbolic_trace or ONNX export"
+        )
+
     def default_pretrained_cfg(self, name: str) -> dict[str, Any]:
         return {**super().default_pretrained_cfg(name), "input_size": (3, self._input_size, self._input_size)}
 
