@@ -3,6 +3,7 @@
 
 from zoo.layers import blur, kernels
 from zoo.layers.blur import *  # noqa: F403 (the public names are blur.__all__)
+from zoo.layers.blur_nd import BlurPool1d, BlurPool3d, MaxBlurPool1d, MaxBlurPool3d
 
-__all__ = list(blur.__all__)
+__all__ = [*blur.__all__, "BlurPool1d", "BlurPool3d", "MaxBlurPool1d", "MaxBlurPool3d"]
 _MODULES = (blur, kernels)  # submodules reachable as zoo.layers.blur / zoo.layers.kernels
