@@ -11,7 +11,7 @@ Implementations (``impl``, as for the 2-D layers; ``None`` follows ``zoo.layers.
 
 * ``"fast"``: on CPU float32/float64, one banded matrix product per blurred axis with the padding
   folded into the band (:func:`zoo.layers.kernels.band_matrix`), 3-9x faster than the convolution
-  on typical maps (see docs/layers_nd.md). A dense band grows as ``n^2 / s``: when one would exceed
+  on typical maps (about 2-8x measured; see docs/layers_nd.md). A dense band grows as ``n^2 / s``: when one would exceed
   ``_BAND_MAX`` entries (long audio) the convolution runs instead, and so it does on other devices
   and dtypes. Inside ``torch.compile`` / ``torch.export`` (the dynamo ONNX exporter) a padded sum of
   strided slices runs: plain tensor ops, fusable, no graph break.
