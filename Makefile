@@ -10,7 +10,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 endif
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all lint demo demo-segmentation bench clean
+.PHONY: install test test-all lint demo demo-antialias demo-segmentation bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,11 @@ demo-segmentation: install
 
 demo: install
 	$(VENV)/bin/zoo finetune --config configs/finetune/digits.yaml
+
+# anti-alias a trained resnet18 and recover it by distillation without labels (reuses runs/digits_antialias)
+demo-antialias: install
+	OMP_NUM_THREADS=2 $(VENV)/bin/zoo finetune --config configs/finetune/digits_antialias.yaml \
+		$$(test -f runs/digits_antialias/config.yaml && echo train.resume=runs/digits_antialias)
 
 bench: install
 	$(PY) scripts/benchmark.py

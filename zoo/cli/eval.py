@@ -88,6 +88,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out} is an existing file; give a directory (it is created if missing)")
+    if args.task == "segmentation":
+        from zoo.eval import segmentation_task
+
+        return segmentation_task.cli(args, _weights(args.weights, _csv_list(args.models or "")))
     group = setup(args.device or "cpu", option="--device")
     try:
         config = load_eval_config(args.config, _overrides(args))
@@ -110,6 +114,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="measure shift invariance and robustness (consistency, feature distance, corruptions, flip, ...)",
         description="Evaluate zoo models' shift invariance. Without --data it runs on the photographs shipped "
         "in scikit-image. Under `torchrun --nproc_per_node=N` the images are split between processes.",
+    )
+    p.add_argument(
+        "--task",
+        choices=("classification", "segmentation"),
+        default="classification",
+        help="classification (default): the metrics below; segmentation: mIoU and dense shift consistency of "
+        "unet_* models on --data digits or a folder of images/ + masks/ (settings as KEY=VALUE: count, size, "
+        "num_classes, shifts, max_shift, rounds)",
     )
     p.add_argument("--models", help="comma-separated zoo model names, e.g. resnet18,resnet18_aa4")
     p.add_argument("--data", help="embedded (default), an ImageFolder/image dir, a glob, a .txt list, hf:NAME[:SPLIT]")

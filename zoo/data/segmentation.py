@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from zoo.data.digits import digits_tensors
 from zoo.data.files import image_files
 
 __all__ = ["SegmentationFolder", "pasted_digits", "scan_segmentation_folder"]
@@ -78,8 +79,6 @@ def pasted_digits(
     Masks ``(N, size, size)``: background 0, a digit pixel (intensity > 0.25) is its class + 1 (classes 1..10);
     later digits are pasted over earlier ones. Deterministic for a given ``seed``.
     """
-    from zoo.train.data import digits_tensors
-
     digits, labels = digits_tensors(digit_size, 1)
     gen = torch.Generator().manual_seed(seed)
     images = torch.zeros(count, 1, size, size)

@@ -57,14 +57,16 @@ def save_checkpoint(
     state: dict[str, Any],
     pretrained_cfg: dict[str, Any],
     metadata: dict[str, Any],
+    model_args: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``train_state.pt`` (with the model weights), then ``model.safetensors`` + ``config.json``."""
+    """Write ``train_state.pt`` (with the model weights), then ``model.safetensors`` + ``config.json``
+    (``model_args``: the build arguments recorded there; default: ``save_model_dir``'s)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     _write_state(run_dir / STATE_NAME, {**state, "model": weights})
     extra = {"finetune.json": json.dumps(metadata, indent=2, default=str) + "\n"}
-    save_model_dir(model, run_dir, name=name, pretrained_cfg=pretrained_cfg, extra_files=extra)
+    save_model_dir(model, run_dir, name=name, model_args=model_args, pretrained_cfg=pretrained_cfg, extra_files=extra)
     return run_dir
 
 

@@ -26,11 +26,13 @@ __all__ = [
     "AugmentConfig",
     "ConfigError",
     "DataConfig",
+    "DistillSection",
     "EvalConfig",
     "FinetuneConfig",
     "ModelConfig",
     "OptimConfig",
     "OutputConfig",
+    "SegmentationConfig",
     "TrainConfig",
     "config_keys",
     "config_to_dict",
@@ -129,16 +131,50 @@ class OutputConfig:
 
 
 @dataclass
+class DistillSection:
+    """``distill.enabled=true``: train ``zoo.antialias(teacher)`` to match the frozen teacher's logits (see
+    ``zoo.train.distill_run``); the student is evaluated against the teacher (``original``) and the converted
+    model before training (``converted``)."""
+
+    enabled: bool = False
+    teacher: Union[str, None] = None  # zoo baseline name (default model.name) or a finetune model folder
+    teacher_weights: Union[str, None] = None  # pretrained tag / path / auto; None = train the teacher here first
+    teacher_epochs: int = 4  # epochs of that teacher training (labels, the optim section's recipe)
+    images: Union[str, None] = None  # folder of unlabeled images (scanned recursively); None = training split
+    temperature: float = 4.0  # softening temperature T of the KL term (> 0)
+    alpha_labels: float = 0.0  # weight of a label cross-entropy (0 = labels never used)
+    filter_size: int = 4  # blur filter of the student (1..7)
+    student_lr: Union[float, None] = None  # learning rate of the distillation (None = optim.lr)
+
+
+@dataclass
+class SegmentationConfig:
+    """Settings read only with ``task: segmentation`` (``zoo.train.segmentation``)."""
+
+    decoder_channels: int = 256  # widest U-Net decoder block
+    num_classes: Union[int, None] = None  # default: 11 for the pasted digits, else the largest mask id + 1
+    shifts: int = 5  # random circular shifts per test image for the dense consistency
+    ignore_index: int = 255  # mask value that is not counted
+
+
+@dataclass
 class FinetuneConfig:
+    task: str = "classification"  # classification | segmentation (unet_* models on images + masks)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    distill: DistillSection = field(default_factory=DistillSection)
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
 
     def validate(self) -> FinetuneConfig:
         """Check choices and ranges; raise ``ConfigError`` naming the key and the valid values."""
+        _choice("task", self.task, ("classification", "segmentation"))
+        for key in ("segmentation.decoder_channels", "segmentation.shifts", "segmentation.num_classes"):
+            if _get(self, key) is not None:
+                _positive(key, _get(self, key))
         _choice("model.mode", self.model.mode, ("full", "linear_probe"))
         pretrained_policy(self.model.pretrained, "model.pretrained", allow_source=True)  # checked; read by init_model
         _choice("data.source", self.data.source, ("digits", "imagefolder", "hf"))
@@ -168,6 +204,10 @@ class FinetuneConfig:
             raise ConfigError("data.source=hf needs data.hf_name=NAME (or data.path=DIR of `save_to_disk`)")
         if (self.data.mean is None) != (self.data.std is None):
             raise ConfigError("set both data.mean and data.std, or neither")
+        if self.distill.enabled:
+            from zoo.train.distill import validate_distill  # late: torch is imported only when distilling
+
+            validate_distill(self)
         return self
 
     def _check_numbers(self) -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -27,6 +26,7 @@ from torchvision.transforms import v2
 
 from zoo.constants import IMAGE_EXTENSIONS
 from zoo.data import DatasetError, image_files, stratified_sample, stratified_split
+from zoo.data.digits import digits_tensors
 from zoo.train.config import DataConfig
 
 __all__ = [
@@ -165,17 +165,6 @@ def _sizes(train: Dataset, val: Dataset, test: Dataset) -> str:
 
 
 # ---------------------------------------------------------------- digits
-
-
-def digits_tensors(image_size: int, in_chans: int) -> tuple[Tensor, Tensor]:
-    """scikit-learn's 1,797 scanned 8x8 digits as (N, in_chans, S, S) floats in [0, 1] (bilinear upsampling)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    images = images.clamp_(0.0, 1.0).expand(-1, in_chans, -1, -1).contiguous()
-    return images, torch.as_tensor(digits.target, dtype=torch.long)
 
 
 def _digits(cfg: DataConfig, in_chans: int, mean: Sequence[float], std: Sequence[float]) -> DataBundle:

@@ -5,22 +5,38 @@ the teacher's softened outputs on unlabeled images (Hinton et al., 2015, "Distil
 Network", arXiv:1503.02531): ``KL(softmax(teacher / T) || softmax(student / T)) * T**2``, optionally plus
 ``alpha`` times the cross-entropy on labels.
 
-Not yet wired into ``zoo finetune`` (see the module's report); the pieces here are tested on their own.
+``zoo finetune distill.enabled=true`` (``zoo.train.distill_run``) runs them end to end.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.config import ConfigError
+from zoo.registry import get_entry
 
-__all__ = ["DistillConfig", "distill_epoch", "distill_loss", "freeze_teacher", "make_student"]
+if TYPE_CHECKING:
+    from zoo.train.config import FinetuneConfig
+
+__all__ = [
+    "DistillConfig",
+    "distill_epoch",
+    "distill_loss",
+    "freeze_teacher",
+    "make_student",
+    "teacher_source",
+    "validate_distill",
+]
 
 
 @dataclass
@@ -121,3 +137,63 @@ def distill_epoch(
         total += float(loss.detach()) * len(images)
         n += len(images)
     return total / max(n, 1)
+
+
+def teacher_source(cfg: FinetuneConfig) -> tuple[str, Path | None]:
+    """``(zoo name of the teacher, its finetune model folder or None)``; ``ConfigError`` when unusable."""
+    d = cfg.distill
+    spec = d.teacher or cfg.model.name
+    folder = Path(spec) if d.teacher and ("/" in spec or Path(spec).is_dir()) else None
+    if folder is not None:
+        config = folder / "config.json"
+        if not config.is_file():
+            raise ConfigError(
+                f"distill.teacher={spec}: no {config} (expected a `zoo finetune` model folder, e.g. runs/NAME/resnet18)"
+            )
+        try:
+            name = str(json.loads(config.read_text(encoding="utf-8"))["architecture"])
+        except (ValueError, KeyError) as err:
+            raise ConfigError(f"distill.teacher={spec}: {config} has no 'architecture' ({err})") from err
+        if d.teacher_weights is not None:
+            raise ConfigError("distill.teacher is a model folder (its weights); leave distill.teacher_weights unset")
+    else:
+        name = spec
+    try:
+        entry = get_entry(name)
+    except KeyError as err:
+        raise ConfigError(f"distill.teacher={name!r}: {err.args[0] if err.args else err}") from None
+    if entry.antialiased:
+        if d.teacher or folder is not None:
+            raise ConfigError(
+                f"distill.teacher={name!r} is anti-aliased already; the teacher is the original without blur "
+                f"(e.g. {entry.arch})"
+            )
+        name = entry.arch  # model.name=resnet18_aa4 -> teacher resnet18
+    return name, folder
+
+
+def validate_distill(cfg: FinetuneConfig) -> None:
+    """Every ``distill.*`` check that needs no weights: one-line ``ConfigError`` naming the key."""
+    d = cfg.distill
+    if not (d.temperature > 0 and math.isfinite(d.temperature)):
+        raise ConfigError(f"distill.temperature must be a finite number > 0, got {d.temperature!r}")
+    if not 0.0 <= d.alpha_labels <= 1.0:
+        raise ConfigError(f"distill.alpha_labels must be in [0, 1] (0 = labels never used), got {d.alpha_labels!r}")
+    if not 1 <= d.filter_size <= 7:
+        raise ConfigError(f"distill.filter_size must be an integer in 1..7, got {d.filter_size!r}")
+    if d.teacher_epochs < 1:
+        raise ConfigError(f"distill.teacher_epochs must be an integer >= 1, got {d.teacher_epochs!r}")
+    if d.student_lr is not None and not (d.student_lr > 0 and math.isfinite(d.student_lr)):
+        raise ConfigError(f"distill.student_lr must be a number > 0 (or null = optim.lr), got {d.student_lr!r}")
+    if d.images is not None:
+        if not Path(d.images).is_dir():
+            raise ConfigError(f"distill.images={d.images}: folder not found (a folder of images, scanned recursively)")
+        if d.alpha_labels > 0:
+            raise ConfigError("distill.alpha_labels > 0 needs labels, but distill.images is a folder without labels")
+    if cfg.model.twin:
+        raise ConfigError("model.twin does not apply with distill.enabled=true (the student is the teacher's twin)")
+    if not cfg.eval.consistency:
+        raise ConfigError("distill.enabled=true reports shift consistency: keep eval.consistency=true")
+    if cfg.train.seeds != 1:
+        raise ConfigError(f"distill.enabled=true trains one seed; set train.seeds=1 (got {cfg.train.seeds})")
+    teacher_source(cfg)

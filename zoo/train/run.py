@@ -10,7 +10,6 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,22 @@ import torch
 import yaml
 
 from zoo.builder import create
-from zoo.config import pretrained_policy
 from zoo.distributed import DistContext, broadcast_object, setup
 from zoo.io import atomic_write
 from zoo.registry import get_entry
 from zoo.train.checkpoint import STATE_NAME, CheckpointError, check_compatible, load_train_state
+from zoo.train.common import (
+    FinetuneInterrupted,
+    FinetuneResult,
+    check_output,
+    init_model,
+    new_root,
+    norm_stats,
+    twin_name,
+)
 from zoo.train.config import FinetuneConfig, config_to_dict, load_finetune_config
 from zoo.train.data import build_data
-from zoo.train.loop import ModelRun, RunResult, fingerprint, train_model
+from zoo.train.loop import ModelRun, fingerprint, train_model
 from zoo.train.report import (
     comparison_rows,
     format_table,
@@ -34,37 +41,8 @@ from zoo.train.report import (
     plot_comparison,
     seed_rows,
 )
-from zoo.weights.errors import WeightsUnavailableError
 
 __all__ = ["FinetuneInterrupted", "FinetuneResult", "finetune", "init_model", "twin_name"]
-
-
-class FinetuneInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) during training: ``str()`` says what was saved; ``root`` is the run to resume."""
-
-    def __init__(self, saved: str, root: Path) -> None:
-        message = f"{saved}; resume with train.resume={root}"
-        super().__init__(message)
-        self.message, self.saved, self.root = message, saved, root
-
-    def __str__(self) -> str:
-        return self.message
-
-
-@dataclass
-class FinetuneResult:
-    """The runs of one ``finetune`` call and where they were written."""
-
-    root: Path
-    runs: list[RunResult] = field(default_factory=list)
-    table: str = ""
-    paired: list[dict[str, Any]] = field(default_factory=list)  # twin comparison (paired t, McNemar)
-
-    def __getitem__(self, name: str) -> RunResult:
-        for run in self.runs:
-            if run.name == name:
-                return run
-        raise KeyError(f"no run named {name!r}; runs: {', '.join(r.name for r in self.runs)}")
 
 
 class _Log:
@@ -86,55 +64,6 @@ class _Log:
         if self.ctx.is_main:
             self.path = path
             path.write_text("".join(line + "\n" for line in self.lines), encoding="utf-8")
-
-
-def twin_name(name: str) -> str:
-    """The other member of the pair: ``resnet18_aa4`` <-> ``resnet18``."""
-    entry = get_entry(name)
-    if entry.antialiased:
-        return entry.arch
-    raise ValueError(f"model.twin=true needs an anti-aliased model (e.g. {entry.arch}_aa4), got the baseline {name!r}")
-
-
-def init_model(
-    cfg: FinetuneConfig, name: str, num_classes: int, seed: int | None = None
-) -> tuple[torch.nn.Module, str, str]:
-    """``(model, init, detail)``: ``init`` is ``"pretrained"`` or ``"random"``, ``detail`` says why.
-
-    ``model.pretrained=auto`` falls back to random initialisation when no weights are reachable. The
-    random parts (all of it, or the new classifier) come from ``seed`` (default ``train.seed``).
-    """
-    seed = cfg.train.seed if seed is None else seed
-    kwargs: dict[str, Any] = {"num_classes": num_classes, "in_chans": cfg.model.in_chans}
-    if cfg.model.drop_rate:
-        kwargs["drop_rate"] = cfg.model.drop_rate
-    wanted = pretrained_policy(cfg.model.pretrained, "model.pretrained", allow_source=True)
-    torch.manual_seed(seed)
-    if wanted == "none":
-        return create(name, **kwargs), "random", "random initialisation (model.pretrained=none)"
-    try:
-        model = create(name, pretrained=True if wanted in ("auto", "required") else wanted, **kwargs)
-    except (WeightsUnavailableError, ModuleNotFoundError) as err:
-        if wanted != "auto":
-            raise
-        attempts = getattr(err, "attempts", [])
-        reason = "; ".join(f"{src}: {why}" for src, why in attempts[:2]) or str(err).splitlines()[0]
-        torch.manual_seed(seed)
-        detail = f"PRETRAINED WEIGHTS UNREACHABLE, training from random initialisation ({reason})"
-        return create(name, **kwargs), "random (no weights)", detail
-    source = getattr(model, "pretrained_cfg", {}).get("tag") or wanted
-    return model, "pretrained", f"pretrained weights loaded ({source})"
-
-
-def _norm(cfg: FinetuneConfig, model: torch.nn.Module) -> tuple[list[float], list[float]]:
-    if cfg.data.mean is not None:
-        return [float(v) for v in cfg.data.mean], [float(v) for v in cfg.data.std]
-    pcfg = getattr(model, "pretrained_cfg", {}) or {}
-    mean, std = list(pcfg.get("mean", (0.485, 0.456, 0.406))), list(pcfg.get("std", (0.229, 0.224, 0.225)))
-    c = cfg.model.in_chans
-    if len(mean) != c:
-        mean, std = [sum(mean) / len(mean)] * c, [sum(std) / len(std)] * c
-    return mean, std
 
 
 def _run_dir(root: Path, name: str, seed: int, seeds: int) -> Path:
@@ -189,34 +118,6 @@ def _resume_states(
     return root, out
 
 
-def _check_output(cfg: FinetuneConfig) -> None:
-    """``output.dir`` must be a folder (or not exist yet): a clear error before any work."""
-    out = Path(cfg.output.dir)
-    for parent in (out, *out.parents):
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"output.dir={cfg.output.dir}: {parent} is a file, not a folder; set output.dir=DIR")
-        if parent.exists():
-            break
-
-
-def _new_root(cfg: FinetuneConfig) -> Path:
-    """``output.dir/output.name``, or ``-2``, ``-3``... when it exists already (never overwritten)."""
-    _check_output(cfg)
-    base = Path(cfg.output.dir) / (cfg.output.name or "finetune")
-    try:
-        base.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"output.dir={cfg.output.dir} cannot be created: {err.strerror or err}") from err
-    for k in range(1, 10_000):
-        root = base if k == 1 else base.with_name(f"{base.name}-{k}")
-        try:
-            root.mkdir()
-            return root
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"no free run directory next to {base}")
-
-
 def _threads(cfg: FinetuneConfig) -> None:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -235,6 +136,10 @@ def finetune(
     if isinstance(config, FinetuneConfig) and (overrides or values):
         raise ValueError("pass overrides with a config path, or edit the FinetuneConfig directly")
     _threads(cfg)
+    if cfg.task == "segmentation":
+        from zoo.train.segmentation import finetune_segmentation
+
+        return finetune_segmentation(cfg)
     ctx = setup(cfg.train.device)
     try:
         return _finetune(cfg, ctx)
@@ -248,14 +153,18 @@ def _init_kind(init: str) -> str:
 
 def _finetune(cfg: FinetuneConfig, ctx: DistContext) -> FinetuneResult:
     log = _Log(ctx)
+    if cfg.distill.enabled:  # recovery by distillation: its own flow (zoo.train.distill_run)
+        from zoo.train.distill_run import distill_finetune
+
+        return distill_finetune(cfg, ctx, log)
     names = [cfg.model.name] + ([twin_name(cfg.model.name)] if cfg.model.twin else [])
     for name in names:
         get_entry(name)
     if cfg.train.resume is None:
-        _check_output(cfg)
+        check_output(cfg)
     seeds = [cfg.train.seed + k for k in range(cfg.train.seeds)]
     probe = create(names[0], num_classes=1, in_chans=cfg.model.in_chans)
-    mean, std = _norm(cfg, probe)
+    mean, std = norm_stats(cfg, probe)
     bundle = build_data(cfg.data, cfg.model.in_chans, mean, std)
     log(f"data: {bundle.description}")
     if bundle.skipped:
@@ -282,7 +191,7 @@ def _finetune(cfg: FinetuneConfig, ctx: DistContext) -> FinetuneResult:
             )
         log(f"WARNING: model.allow_init_mismatch=true: the twins start differently ({what})")
     if cfg.train.resume is None:
-        root = Path(broadcast_object(str(_new_root(cfg)) if ctx.is_main else None, ctx))
+        root = Path(broadcast_object(str(new_root(cfg)) if ctx.is_main else None, ctx))
     log.attach(root / "train.log")
     if ctx.is_main:
         stamp = time.strftime("%Y%m%d-%H%M%S")
