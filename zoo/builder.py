@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.models._contract import ZooModel
-from zoo.registry import ModelEntry, get_entry
+from zoo.models.aps import to_aps
+from zoo.registry import APS_SUFFIX, ModelEntry, get_entry
 from zoo.weights.load import apply_weights, resolve_weights
 
 
@@ -24,12 +25,20 @@ def _model_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> dict[str, Any]:
             f"{entry.name} is the torchvision baseline (no blur); use {entry.arch}_aa4 or another "
             f"{entry.arch}_aaK for an anti-aliased model"
         )
+    if entry.sampling == "aps":
+        if kwargs.get("aa_stem") is False:
+            raise ValueError(f"{entry.name}: APS subsamples the stem too; aa_stem=False is not available")
+        defaults = {"filter_size": entry.filter_size or 1, "pad_mode": "circular", "aa_stem": True}
+        return {**entry.variant, **defaults, **kwargs}
     return {**entry.variant, "filter_size": entry.filter_size, **kwargs}
 
 
 def instantiate(entry: ModelEntry, **kwargs: Any) -> ZooModel:
     """Instantiate the randomly initialised model of a registry entry (no weights loaded)."""
     model = entry.cls(entry.name, **_model_kwargs(entry, kwargs))
+    model.sampling = entry.sampling
+    if entry.sampling == "aps":
+        to_aps(model)
     model.pretrained_cfg = model.default_pretrained_cfg(entry.name)
     return model
 
@@ -38,7 +47,8 @@ def create(name: str, pretrained: bool | str | Path = False, **kwargs: Any) -> Z
     """Build a zoo model by name, e.g. ``create("resnet50_aa4", num_classes=10)``.
 
     Args:
-        name: ``{arch}`` (torchvision baseline twin) or ``{arch}_aa{K}`` (anti-aliased, filter size K).
+        name: ``{arch}`` (torchvision baseline twin), ``{arch}_aa{K}`` (anti-aliased, filter size K), or
+            either followed by ``_aps`` (adaptive polyphase sampling, circular padding: ``zoo.models.aps``).
         pretrained: ``False``; ``True`` (default weights of ``name``); a weight tag; a path to a
             ``.safetensors`` file or a checkpoint directory; or ``"hf-hub:org/repo"``.
         **kwargs: ``num_classes``, ``in_chans``, ``drop_rate``, ``global_pool``, ``filter_size``
@@ -57,7 +67,8 @@ def create_pretrained(entry: ModelEntry | str, pretrained: bool | str | os.PathL
     fine-tuned folder) are used unless ``kwargs`` override them.
     """
     entry = get_entry(entry) if isinstance(entry, str) else entry
-    res = resolve_weights(entry.name, pretrained)
+    # an ``_aps`` model holds no parameter of its own: it loads the weights of its strided twin
+    res = resolve_weights(entry.name.removesuffix(APS_SUFFIX) if entry.sampling == "aps" else entry.name, pretrained)
     model_args = {k: v for k, v in res.model_args.items() if k not in ("filter_size",) or entry.antialiased}
     model = instantiate(entry, **{**model_args, **kwargs})
     apply_weights(model, entry.name, res)

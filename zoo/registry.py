@@ -11,6 +11,7 @@ from typing import Any
 
 from zoo.models import densenet, mobilenet, resnet, torchvision_cnn, vgg
 from zoo.models._contract import ZooModel
+from zoo.models.aps import APS_FAMILIES
 
 FILTER_SIZES: tuple[int, ...] = (2, 3, 4, 5)
 DEFAULT_FILTER_SIZE = 4
@@ -22,6 +23,7 @@ _FAMILIES: dict[str, tuple[type[ZooModel] | None, dict[str, dict[str, Any]]]] = 
     "torchvision_cnn": (None, torchvision_cnn.VARIANTS),
 }
 _AA_NAME = re.compile(r"^(?P<arch>.+)_aa(?P<k>\d+)$")
+APS_SUFFIX = "_aps"
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class ModelEntry:
     cls: type[ZooModel]
     variant: dict[str, Any] = field(hash=False)
     filter_size: int | None
+    sampling: str = "stride"  # "aps": adaptive polyphase sampling (``{arch}_aps``, ``{arch}_aa{K}_aps``)
 
     @property
     def antialiased(self) -> bool:
@@ -92,17 +95,32 @@ def list_models(pattern: str | None = None, antialiased: bool | None = None) -> 
     return sorted(names)
 
 
-def get_entry(name: str) -> ModelEntry:
-    """The registry entry of ``name``; ``arch_aaK`` with any ``K >= 1`` resolves too.
-
-    Raises ``KeyError``-compatible ``UnknownModelError`` naming the closest registered names.
-    """
+def _classifier_entry(name: str) -> ModelEntry | None:
+    """``{arch}`` or ``{arch}_aa{K}`` (any ``K >= 1``), else ``None``."""
     if name in REGISTRY:
         return REGISTRY[name]
     match = _AA_NAME.match(name)
     if match and match["arch"] in ARCHS and int(match["k"]) >= 1:
         base = REGISTRY[match["arch"]]
         return ModelEntry(name, base.arch, base.family, base.cls, base.variant, int(match["k"]))
+    return None
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The registry entry of ``name``; ``arch_aaK`` with any ``K >= 1`` resolves too, and ``{name}_aps``.
+
+    Raises ``KeyError``-compatible ``UnknownModelError`` naming the closest registered names.
+    """
+    entry = _classifier_entry(name)
+    if entry is not None:
+        return entry
+    if name.endswith(APS_SUFFIX) and (base := _classifier_entry(name[: -len(APS_SUFFIX)])) is not None:
+        if base.family not in APS_FAMILIES:
+            raise UnknownModelError(
+                f"unknown model {name!r}: APS sampling (_aps) is offered for the {', '.join(APS_FAMILIES)} "
+                f"families, not {base.family} ({base.arch}); e.g. resnet18_aps or resnet18_aa4_aps"
+            )
+        return ModelEntry(name, base.arch, base.family, base.cls, base.variant, base.filter_size, "aps")
     for resolve in _RESOLVERS:  # name patterns over other names (``unet_{encoder}``), not listed among classifiers
         entry = resolve(name)
         if entry is not None:

@@ -8,6 +8,13 @@ per pixel. Upsampling:
 
 * baseline encoder (``unet_resnet18``): nearest-neighbour x2, then the convs (the classic U-Net decoder);
 * anti-aliased encoder (``unet_resnet18_aa4``): ``BlurUpsample2d`` with the encoder's filter size;
+* APS encoder (``unet_resnet18_aps``, ``unet_resnet18_aa4_aps``): APS unpooling. Each encoder ``ApsDown2d``
+  records the phase it chose; the decoder puts the map back at that phase (``aps_unpool``, zeros elsewhere, gain
+  ``s*s``), then blurs it (circular binomial filter, when ``K > 1``). With circular padding everywhere the U-Net
+  is exactly equivariant: ``f(roll(x, d)) == roll(f(x), d)`` for every integer ``d`` (input sides multiples of
+  32). The phases travel through module attributes, so the APS U-Nets run in eager mode only: TorchScript,
+  ``torch.jit.trace``, fx, ``torch.compile`` and the ONNX exporters are refused with an error (a trace would
+  freeze one input's phases into the graph and give wrong outputs for every other input);
 
 The decoder convs pad like the encoder (``pad_mode``; ``reflect`` is used as zero padding in the decoder convs,
 ``circular`` as circular padding).
@@ -27,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from zoo.layers import ApsDown2d, BlurPool2d, aps_unpool
 from zoo.layers.kernels import pad as pad_map
 from zoo.layers.upsample import BlurUpsample2d
 from zoo.registry import ModelEntry, get_entry, register_resolver
@@ -54,6 +62,36 @@ class _ConvBlock(nn.Sequential):
             nn.Conv2d(cout, cout, 3, padding=1, padding_mode=mode, bias=False),
             nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
+        )
+
+
+class _ApsUnpool(nn.Module):
+    """Undo the APS subsamplings of one encoder stage (last first), each followed by a circular blur."""
+
+    def __init__(self, downs: list[ApsDown2d], filter_size: int) -> None:
+        super().__init__()
+        self.downs = downs  # not registered as children: the encoder owns them
+        self.blur: nn.Module = (
+            BlurPool2d(filter_size=filter_size, stride=1, pad_mode="circular") if filter_size > 1 else nn.Identity()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        for down in reversed(self.downs):
+            if down.last_phase is None or down.last_phase.shape[0] != x.shape[0]:
+                raise RuntimeError("APS unpooling needs the phases of the encoder pass that produced this map")
+            x = self.blur(aps_unpool(x, down.last_phase, down.stride) * float(down.stride**2))
+        return x
+
+
+def _stage_downs(stage: nn.Module) -> list[ApsDown2d]:
+    return [m for m in stage.modules() if isinstance(m, ApsDown2d)]
+
+
+def _refuse_export(name: str) -> None:
+    if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.fx._symbolic_trace.is_fx_symbolic_tracing():
+        raise RuntimeError(
+            f"{name}: an APS U-Net passes the encoder's phases through module attributes and runs in eager mode "
+            "only; a traced, compiled or exported graph would freeze one input's phases"
         )
 
 
@@ -116,17 +154,36 @@ class UNet(nn.Module):
         self.encoder = nn.ModuleList(stages)  # modules after the last level (if any) are not needed
         chans = [int(level["num_chs"]) for level in info]
         width = [min(decoder_channels, max(16, c)) for c in chans]
+        self.aps = getattr(enc, "sampling", "stride") == "aps"
+        downs = [_stage_downs(stage) for stage in stages] if self.aps else []
+        for stage_downs in downs:
+            for down in stage_downs:
+                down.keep_phase = True
+        if self.aps:
+            for lvl, stage_downs in enumerate(downs):
+                total = 1
+                for down in stage_downs:
+                    total *= down.stride
+                want = self.reductions[lvl] // (self.reductions[lvl - 1] if lvl else 1)
+                if total != want:
+                    raise RuntimeError(f"{encoder}: stage {lvl} subsamples by {total}, feature_info says {want}")
+
+        def up(lvl: int, ratio: int) -> nn.Module:
+            if self.aps:
+                return _ApsUnpool(downs[lvl], int(self.filter_size or 1))
+            return _upsampler(ratio, self.filter_size, self.pad_mode)
+
         ups: list[nn.Module] = []
         blocks: list[nn.Module] = []
         below = chans[-1]
         for lvl in range(len(info) - 2, -1, -1):
             ratio = self.reductions[lvl + 1] // self.reductions[lvl]
-            ups.append(_upsampler(ratio, self.filter_size, self.pad_mode))
+            ups.append(up(lvl + 1, ratio))
             blocks.append(_ConvBlock(below + chans[lvl], width[lvl], self.pad_mode))
             below = width[lvl]
         self.ups = nn.ModuleList(ups)
         self.blocks = nn.ModuleList(blocks)
-        self.final_up = _upsampler(self.reductions[0], self.filter_size, self.pad_mode)
+        self.final_up = up(0, self.reductions[0])
         self.final_block = _ConvBlock(below + in_chans, max(16, below // 2), self.pad_mode)
         self.head = nn.Conv2d(max(16, below // 2), num_classes, 1)
 
@@ -170,6 +227,22 @@ class UNet(nn.Module):
         return pad_map(x, (0, pw, 0, ph), mode)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.aps:
+            return self._forward_aps(x)
+        return self._forward(x)
+
+    def __prepare_scriptable__(self) -> UNet:
+        if self.aps:
+            raise RuntimeError(f"{self.name}: an APS U-Net runs in eager mode only; torch.jit.script is refused")
+        return self
+
+    @torch.jit.unused
+    def _forward_aps(self, x):  # unannotated: TorchScript cannot resolve an unused method's string annotations
+        """Eager only (see the module docstring): refuses tracing, fx, compile and export."""
+        _refuse_export(self.name)
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_chans:
             raise ValueError(f"{self.name} expects (N, {self.in_chans}, H, W) input, got {list(x.shape)}")
         if min(x.shape[-2], x.shape[-1]) < self.min_input_size:

@@ -9,8 +9,8 @@ as ``zoo eval --task segmentation``: ``results.json``, ``results.md`` and ``resu
 The recipe: AdamW (or SGD) at ``optim.lr`` with a linear warm-up over ``optim.warmup_epochs`` and a cosine decay,
 inputs RGB in [0, 1] without normalisation, no model selection (the last epoch is reported).
 
-The demo reads its model list and recipe from ``configs/demo/segmentation.yaml``; names not registered in this
-install (e.g. ``unet_resnet18_aps`` before the APS layers exist) are left out with a printed note.
+The demo reads its model list and recipe from ``configs/demo/segmentation.yaml``; an unknown name is an error
+before any training.
 """
 
 from __future__ import annotations
@@ -394,21 +394,9 @@ def finetune_segmentation(cfg: Any, names: Sequence[str] | None = None, log: Cal
 # ---------------------------------------------------------------------------------------------- demo
 
 
-def _available(names: Sequence[str]) -> tuple[list[str], list[str]]:
-    from zoo.registry import get_entry
-
-    ok, missing = [], []
-    for name in names:
-        try:
-            get_entry(name)
-            ok.append(name)
-        except (KeyError, ValueError):
-            missing.append(name)
-    return ok, missing
-
-
 def demo(config: str | Path = DEMO_CONFIG, overrides: Sequence[str] = ()) -> Any:
     """The pasted-digits segmentation demo: the models of ``config`` trained with its recipe, then the table."""
+    from zoo.registry import get_entry
     from zoo.train.config import load_finetune_config
 
     path = Path(config)
@@ -416,11 +404,9 @@ def demo(config: str | Path = DEMO_CONFIG, overrides: Sequence[str] = ()) -> Any
     if not isinstance(spec, dict) or not isinstance(spec.get("models"), list) or "finetune" not in spec:
         raise ValueError(f"{path} must hold `finetune: CONFIG.yaml` and `models: [unet_..., ...]`")
     start_wall, start_cpu = time.time(), time.process_time()
-    names, missing = _available(spec["models"])
-    for name in missing:
-        print(f"{name}: not registered in this install (its sampling layer is missing), left out")
-    if not names:
-        raise ValueError(f"none of the models of {path} is registered: {', '.join(missing)}")
+    names = [str(name) for name in spec["models"]]
+    for name in names:
+        get_entry(name)  # an unknown name: UnknownModelError naming the closest ones, before any training
     finetune_path = path.parent / spec["finetune"] if not Path(spec["finetune"]).is_absolute() else spec["finetune"]
     if not Path(finetune_path).is_file():
         finetune_path = Path(__file__).resolve().parents[2] / spec["finetune"]
