@@ -12,6 +12,8 @@ from zoo.models.aps import to_aps
 from zoo.registry import APS_SUFFIX, ModelEntry, get_entry
 from zoo.weights.load import apply_weights, resolve_weights
 
+SAMPLINGS: tuple[str, ...] = ("stride", "aps")
+
 
 def _model_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> dict[str, Any]:
     accepted = entry.cls.build_args() - set(entry.variant)
@@ -52,8 +54,13 @@ def create(name: str, pretrained: bool | str | Path = False, **kwargs: Any) -> Z
         pretrained: ``False``; ``True`` (default weights of ``name``); a weight tag; a path to a
             ``.safetensors`` file or a checkpoint directory; or ``"hf-hub:org/repo"``.
         **kwargs: ``num_classes``, ``in_chans``, ``drop_rate``, ``global_pool``, ``filter_size``
-            (overrides K), ``pad_mode``, ``aa_stem``.
+            (overrides K), ``pad_mode``, ``aa_stem``; ``sampling="aps"`` appends ``_aps`` to ``name``.
     """
+    sampling = kwargs.pop("sampling", "stride")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    if sampling == "aps" and not name.endswith(APS_SUFFIX):
+        name += APS_SUFFIX  # create("resnet18_aa4", sampling="aps") is resnet18_aa4_aps
     entry = get_entry(name)
     if pretrained is False or pretrained is None:
         return instantiate(entry, **kwargs)

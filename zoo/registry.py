@@ -11,7 +11,7 @@ from typing import Any
 
 from zoo.models import densenet, mobilenet, resnet, torchvision_cnn, vgg
 from zoo.models._contract import ZooModel
-from zoo.models.aps import APS_FAMILIES
+from zoo.models.aps import APS_FAMILIES, APS_TORCHVISION, aps_family
 
 FILTER_SIZES: tuple[int, ...] = (2, 3, 4, 5)
 DEFAULT_FILTER_SIZE = 4
@@ -115,10 +115,11 @@ def get_entry(name: str) -> ModelEntry:
     if entry is not None:
         return entry
     if name.endswith(APS_SUFFIX) and (base := _classifier_entry(name[: -len(APS_SUFFIX)])) is not None:
-        if base.family not in APS_FAMILIES:
+        if aps_family(base.family, base.variant) is None:
+            offered = ", ".join([*APS_FAMILIES, *APS_TORCHVISION])
             raise UnknownModelError(
-                f"unknown model {name!r}: APS sampling (_aps) is offered for the {', '.join(APS_FAMILIES)} "
-                f"families, not {base.family} ({base.arch}); e.g. resnet18_aps or resnet18_aa4_aps"
+                f"unknown model {name!r}: APS sampling (_aps) is offered for the {offered} families, not "
+                f"{base.variant.get('family', base.family)} ({base.arch}); e.g. resnet18_aps or resnet18_aa4_aps"
             )
         return ModelEntry(name, base.arch, base.family, base.cls, base.variant, base.filter_size, "aps")
     for resolve in _RESOLVERS:  # name patterns over other names (``unet_{encoder}``), not listed among classifiers

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.layers import ApsConv2d, ApsDown2d, ApsMaxPool2d, aps_phase, aps_select, aps_unpool
+from zoo.layers import ApsConv2d, ApsDown2d, ApsMaxPool2d, CircularConv2d, aps_phase, aps_select, aps_unpool
 
 
 def test_phase_is_the_component_of_largest_norm() -> None:
@@ -67,11 +67,20 @@ def test_maxpool_and_conv_forms_keep_sizes_and_keys() -> None:
     assert ApsMaxPool2d(4, 2, 0)(x).shape == (1, 4, 6, 6)
     conv = nn.Conv2d(4, 8, 11, stride=4, padding=2)
     aps = ApsConv2d(conv)
-    assert aps.padding == (5, 5) and aps.padding_mode == "circular"
+    assert aps.pads == [5, 5, 5, 5] and aps.stride == (1, 1)
     assert set(aps.state_dict()) == set(conv.state_dict())
     assert aps(x).shape == (1, 8, 3, 3)  # stride 4: one of 16 phases
-    with pytest.raises(ValueError, match="odd kernels"):
-        ApsConv2d(nn.Conv2d(4, 8, 2, stride=2))
+    patchify = ApsConv2d(nn.Conv2d(4, 8, 4, stride=4))  # even kernel: 1 before, 2 after
+    assert patchify.pads == [1, 2, 1, 2] and patchify(x).shape == (1, 8, 3, 3)
+
+
+def test_circular_conv_keeps_the_size_and_commutes_with_shifts() -> None:
+    conv = CircularConv2d(nn.Conv2d(2, 3, (2, 3), dilation=(1, 2)))
+    x = torch.randn(1, 2, 9, 10, dtype=torch.float64)
+    conv = conv.double()
+    y = conv(x)
+    assert y.shape == (1, 3, 9, 10)
+    assert torch.allclose(conv(torch.roll(x, (2, -3), (2, 3))), torch.roll(y, (2, -3), (2, 3)))
 
 
 def test_odd_sides_are_extended_circularly() -> None:

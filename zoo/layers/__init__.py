@@ -2,7 +2,7 @@
 (:mod:`zoo.layers.kernels`)."""
 
 from zoo.layers import blur, kernels
-from zoo.layers.aps import ApsConv2d, ApsDown2d, ApsMaxPool2d, aps_phase, aps_select, aps_unpool
+from zoo.layers.aps import ApsConv2d, ApsDown2d, ApsMaxPool2d, CircularConv2d, aps_phase, aps_select, aps_unpool
 from zoo.layers.blur import *  # noqa: F403 (the public names are blur.__all__)
 from zoo.layers.blur_nd import BlurPool1d, BlurPool3d, MaxBlurPool1d, MaxBlurPool3d
 
@@ -11,6 +11,7 @@ __all__ = [
     "ApsConv2d",
     "ApsDown2d",
     "ApsMaxPool2d",
+    "CircularConv2d",
     "aps_phase",
     "aps_select",
     "aps_unpool",

@@ -17,7 +17,8 @@ works, but exact invariance needs every subsampled side to be a multiple of its 
 
 Layers: ``ApsDown2d`` (optional binomial low-pass at stride 1 with circular padding, then APS: the
 ``_aa{K}_aps`` models), ``ApsMaxPool2d`` (dense max-pool with circular padding, then ``ApsDown2d``) and
-``ApsConv2d`` (a strided conv run at stride 1, then ``ApsDown2d``; its parameters keep ``nn.Conv2d``'s names).
+``ApsConv2d`` (a strided conv run at stride 1, then ``ApsDown2d``), ``CircularConv2d`` (a conv padded circularly to
+keep the map's size); the convs keep ``nn.Conv2d``'s parameter names.
 """
 
 # No ``from __future__ import annotations``: the modules are compiled by TorchScript.
@@ -31,7 +32,16 @@ from torch import Tensor, nn
 
 from zoo.layers.blur import BlurPool2d
 
-__all__ = ["APS_NORMS", "ApsConv2d", "ApsDown2d", "ApsMaxPool2d", "aps_phase", "aps_select", "aps_unpool"]
+__all__ = [
+    "APS_NORMS",
+    "ApsConv2d",
+    "ApsDown2d",
+    "ApsMaxPool2d",
+    "CircularConv2d",
+    "aps_phase",
+    "aps_select",
+    "aps_unpool",
+]
 
 APS_NORMS: tuple[int, ...] = (1, 2)
 
@@ -141,36 +151,44 @@ class ApsMaxPool2d(nn.Module):
         return self.down(x)
 
 
-class ApsConv2d(nn.Conv2d):
-    """A strided convolution run at stride 1 with circular "same" padding, then ``ApsDown2d``.
+class CircularConv2d(nn.Conv2d):
+    """A stride-1 convolution whose output keeps the input's size: circular padding of ``d * (k - 1)`` per axis
+    (``floor`` of half before, the rest after, so even kernels work too). Parameters keep ``nn.Conv2d``'s names."""
 
-    The padding becomes ``dilation * (k - 1) / 2`` (odd kernels), so the dense map keeps the input's size, as
-    circular shift-equivariance needs (AlexNet's 11x11 conv1 pads 5 instead of 2). Parameters keep
-    ``nn.Conv2d``'s names.
-    """
-
-    def __init__(self, conv: nn.Conv2d, filter_size: int = 1, p: int = 2) -> None:
-        stride = conv.stride[0]
-        if conv.stride[0] != conv.stride[1]:
-            raise ValueError(f"APS needs equal strides on both axes, got {conv.stride}")
-        if any(k % 2 == 0 for k in conv.kernel_size):
-            raise ValueError(f"APS needs odd kernels for a strided conv, got {conv.kernel_size}")
-        same = tuple(d * (k - 1) // 2 for k, d in zip(conv.kernel_size, conv.dilation))
+    def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__(
             conv.in_channels,
             conv.out_channels,
             conv.kernel_size,
             stride=1,
-            padding=same,
+            padding=0,
             dilation=conv.dilation,
             groups=conv.groups,
             bias=conv.bias is not None,
-            padding_mode="circular",
         )
         self.weight = conv.weight
         if conv.bias is not None:
             self.bias = conv.bias
-        self.down = ApsDown2d(conv.out_channels, filter_size, stride, p)
+        (kh, kw), (dh, dw) = conv.kernel_size, conv.dilation
+        th, tw = dh * (kh - 1), dw * (kw - 1)
+        self.pads: list[int] = [tw // 2, tw - tw // 2, th // 2, th - th // 2]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(self._conv_forward(x, self.weight, self.bias))
+        return self._conv_forward(F.pad(x, self.pads, mode="circular"), self.weight, self.bias)
+
+
+class ApsConv2d(CircularConv2d):
+    """A strided convolution run at stride 1 with circular "same" padding (``CircularConv2d``), then ``ApsDown2d``.
+
+    The dense map keeps the input's size, as circular shift-equivariance needs (AlexNet's 11x11 conv1 pads 5 on
+    each side instead of 2; ConvNeXt's 4x4 patchify conv 1 before, 2 after).
+    """
+
+    def __init__(self, conv: nn.Conv2d, filter_size: int = 1, p: int = 2) -> None:
+        if conv.stride[0] != conv.stride[1]:
+            raise ValueError(f"APS needs equal strides on both axes, got {conv.stride}")
+        super().__init__(conv)
+        self.down = ApsDown2d(conv.out_channels, filter_size, conv.stride[0], p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(super().forward(x))

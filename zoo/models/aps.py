@@ -13,7 +13,8 @@ so every subsampling is a ``BlurPool2d``/``MaxBlurPool2d``/``BlurConv2d`` after 
 
 Exact invariance holds for the global-average-pool heads (ResNet, DenseNet, MobileNet). VGG and AlexNet flatten
 an adaptive 7x7 (6x6) pool into an MLP, which is position-dependent: they are invariant when the last map is
-1x1 (a 32x32 input for VGG, 64x64 for AlexNet). Only the hand-built families are offered (``APS_FAMILIES``).
+1x1 (a 32x32 input). Offered for the hand-built families (``APS_FAMILIES``) and the torchvision CNN families in
+``APS_TORCHVISION``.
 """
 
 from __future__ import annotations
@@ -21,14 +22,36 @@ from __future__ import annotations
 import torch.fx
 from torch import Tensor, nn
 
-from zoo.layers import ApsConv2d, ApsDown2d, ApsMaxPool2d, BlurConv2d, BlurPool2d, MaxBlurPool2d, aps_select
+from zoo.layers import (
+    ApsConv2d,
+    ApsDown2d,
+    ApsMaxPool2d,
+    BlurConv2d,
+    BlurPool2d,
+    CircularConv2d,
+    MaxBlurPool2d,
+    aps_select,
+)
 from zoo.models.resnet import BasicBlock, Bottleneck
 
-__all__ = ["APS_FAMILIES", "ApsBasicBlock", "ApsBottleneck", "ApsProjection", "to_aps"]
+__all__ = ["APS_FAMILIES", "APS_TORCHVISION", "ApsBasicBlock", "ApsBottleneck", "ApsProjection", "aps_family", "to_aps"]
 
 torch.fx.wrap("aps_select")  # fx keeps the selection as one call (its padding branch reads the shape)
 
 APS_FAMILIES: tuple[str, ...] = ("resnet", "vgg", "densenet", "mobilenet")
+# torchvision CNNs (``zoo.models.torchvision_cnn``) whose every subsampling lies on a single path. Left out,
+# measured not invariant: regnet, shufflenet and inception_v3 (parallel strided branches or a strided shortcut
+# would choose their phases independently; sharing the phase of a block's main path, as ``ApsBasicBlock`` does,
+# is not done for them).
+APS_TORCHVISION: tuple[str, ...] = ("efficientnet", "mnasnet", "googlenet", "squeezenet", "convnext")
+
+
+def aps_family(family: str, variant: dict) -> str | None:
+    """The family name under which APS is offered for a registry entry, or ``None`` when it is not."""
+    if family in APS_FAMILIES:
+        return family
+    sub = variant.get("family")
+    return sub if family == "torchvision_cnn" and sub in APS_TORCHVISION else None
 
 
 class ApsProjection(nn.Conv2d):
@@ -90,9 +113,18 @@ def _replacement(module: nn.Module, p: int) -> nn.Module | None:
         return ApsDown2d(module.channels or 0, module.filter_size, module.stride[0], p)
     if type(module) is nn.Conv2d and module.stride != (1, 1):
         return ApsConv2d(module, 1, p)
+    if type(module) is nn.Conv2d and not _keeps_size(module):
+        return CircularConv2d(module)
     if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)) and module.stride not in (1, (1, 1)):
         raise ValueError(f"APS cannot place the strided pool {module}")
     return None
+
+
+def _keeps_size(conv: nn.Conv2d) -> bool:
+    """A stride-1 conv whose (symmetric, numeric) padding keeps the map's size."""
+    if isinstance(conv.padding, str):
+        return conv.padding == "same"
+    return all(2 * p == d * (k - 1) for p, d, k in zip(conv.padding, conv.dilation, conv.kernel_size))
 
 
 def _swap(parent: nn.Module, p: int) -> None:
@@ -104,6 +136,35 @@ def _swap(parent: nn.Module, p: int) -> None:
             _swap(child, p)
 
 
+def _circular_pad(module: nn.Module) -> int:
+    """The widest circular padding ``module`` itself applies (0 when none)."""
+    if isinstance(module, (CircularConv2d, ApsMaxPool2d)):
+        return max(module.pads)
+    if isinstance(module, BlurPool2d) and module.pad_mode == "circular":
+        return max(module.pads)
+    if type(module) is nn.Conv2d and module.padding_mode == "circular":
+        return max(module.padding)
+    return 0
+
+
+def _min_input(model: nn.Module) -> int:
+    """Smallest input side: every map keeps its size until APS divides it, and a circular pad of ``p`` needs a map
+    of at least ``p`` pixels. Walks the modules in registration order (the order the families run them)."""
+    reduction, need, done = 1, 1, set()
+    for module in model.modules():
+        if isinstance(module, ApsProjection):  # its blur runs before the phase: on the block's input map
+            need = max(need, reduction // module.stride_aps * _circular_pad(module.blur))
+            done.add(id(module.blur))
+        if isinstance(module, ApsDown2d):  # its blur runs before it subsamples
+            need = max(need, reduction * _circular_pad(module.blur))
+            done.add(id(module.blur))
+        if id(module) not in done:
+            need = max(need, reduction * _circular_pad(module))
+        if isinstance(module, ApsDown2d):
+            reduction *= module.stride
+    return max(need, reduction)
+
+
 def to_aps(model: nn.Module, p: int = 2) -> nn.Module:
     """Rewrite an anti-aliased hand-built model (built with ``aa_stem=True``) for APS; see the module docstring."""
     for module in model.modules():
@@ -112,9 +173,7 @@ def to_aps(model: nn.Module, p: int = 2) -> nn.Module:
             module.__class__ = cls
     _swap(model, p)
     for module in model.modules():
-        if isinstance(module, nn.Conv2d) and any(module.padding) and module.padding_mode == "zeros":
+        if type(module) is nn.Conv2d and any(module.padding) and module.padding_mode == "zeros":
             module.padding_mode = "circular"
-    info = getattr(model, "feature_info", None)
-    if info:  # every map keeps its size until APS halves it: the input must survive the total stride
-        model.min_input_size = int(info[-1]["reduction"])
+    model.min_input_size = _min_input(model)
     return model
