@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.io import atomic_write
+from zoo.pretrained import PretrainedCfg, to_timm_cfg
 
 __all__ = [
     "MANIFEST_PATH",
@@ -133,32 +134,35 @@ class WeightEntry:
     def url_source(self) -> dict[str, Any] | None:
         return next((s for s in self.sources() if s["type"] == "url"), None)
 
-    def pretrained_cfg(self) -> dict[str, Any]:
-        """A timm-style pretrained cfg (``hf_hub_id``, ``url``, ``input_size``, ``crop_pct``, ``mean``, ...)."""
+    def record(self) -> PretrainedCfg:
+        """The weight's metadata and eval preprocessing as a typed record."""
         pre = self.preprocess
         hub = self.hub_source()
         url = self.url_source()
-        cfg: dict[str, Any] = {
-            "architecture": self.model,
-            "tag": self.pretrained_tag,
-            "weights": self.tag,
-            "hf_hub_id": f"{hub['repo_id']}" if hub else None,
-            "hf_hub_filename": hub["filename"] if hub else None,
-            "url": url["url"] if url else None,
-            "num_classes": self.num_classes,
-            "input_size": tuple(pre["input_size"]),
-            "crop_pct": pre["crop_pct"],
-            "crop_mode": "center",
-            "interpolation": pre["interpolation"],
-            "mean": tuple(pre["mean"]),
-            "std": tuple(pre["std"]),
-            "license": self.license,
-            "origin_url": self.data.get("origin_url"),
-            "paper_ids": self.data.get("paper"),
-            "label_set": self.data["labels"],
-            "metrics": self.metrics,
-        }
-        return {k: v for k, v in cfg.items() if v is not None}
+        return PretrainedCfg(
+            architecture=self.model,
+            tag=self.pretrained_tag,
+            weights=self.tag,
+            hf_hub_id=f"{hub['repo_id']}" if hub else None,
+            hf_hub_filename=hub["filename"] if hub else None,
+            url=url["url"] if url else None,
+            num_classes=self.num_classes,
+            input_size=tuple(pre["input_size"]),
+            crop_pct=pre["crop_pct"],
+            crop_mode="center",
+            interpolation=pre["interpolation"],
+            mean=tuple(pre["mean"]),
+            std=tuple(pre["std"]),
+            license=self.license,
+            origin_url=self.data.get("origin_url"),
+            paper_ids=self.data.get("paper"),
+            label_set=self.data["labels"],
+            metrics=self.metrics,
+        )
+
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """A timm-style pretrained cfg (``hf_hub_id``, ``url``, ``input_size``, ``crop_pct``, ``mean``, ...)."""
+        return to_timm_cfg(self.record())
 
 
 @dataclass(frozen=True)
