@@ -113,6 +113,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from zoo.eval.runner import METRICS  # every metric registered (the runner imports the shipped ones)
+
     p = add_command(
         subparsers,
         "eval",
@@ -131,8 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="embedded (default), an ImageFolder/image dir, a glob, a .txt list, hf:NAME[:SPLIT]")
     p.add_argument(
         "--metrics",
-        help="comma-separated: clean,consistency,diagonal,features,sensitivity,deformation,"
-        "smoothness,corruptions,flip,generation (default: the config's)",
+        help=f"comma-separated: {','.join(sorted(METRICS))} (default: the config's)",
     )
     p.add_argument("--out", default="eval_out", help="output directory for results.json, CSV and PNG (eval_out)")
     p.add_argument("--config", help="YAML overriding zoo/eval/defaults.yaml, e.g. configs/eval/imagenet.yaml")
