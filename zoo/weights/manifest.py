@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from zoo.io import atomic_write
 from zoo.pretrained import PretrainedCfg, to_timm_cfg
@@ -54,6 +54,21 @@ def hub_org(manifest: Manifest | None = None) -> str:
     return os.environ.get(manifest.hub_org_env) or manifest.hub_org
 
 
+T = TypeVar("T")
+
+
+class _Field(Generic[T]):
+    """A read-only attribute of a :class:`WeightEntry` that is its record's value of the same name."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    def __get__(self, entry: WeightEntry | None, owner: type | None = None) -> T:
+        if entry is None:
+            return self  # type: ignore[return-value]  (the class attribute itself)
+        return entry.data[self.key]
+
+
 @dataclass(frozen=True)
 class WeightEntry:
     """One published weight of the manifest (see ``weights_manifest.schema.json`` for the fields)."""
@@ -62,29 +77,18 @@ class WeightEntry:
     data: dict[str, Any] = field(hash=False, repr=False)
     manifest: Manifest = field(hash=False, repr=False, compare=False)
 
-    @property
-    def model(self) -> str:
-        return self.data["model"]
-
-    @property
-    def architecture(self) -> str:
-        return self.data["architecture"]
-
-    @property
-    def filter_size(self) -> int | None:
-        return self.data["filter_size"]
+    # plain values of the expanded record (data[name])
+    model = _Field[str]()
+    architecture = _Field[str]()
+    filter_size = _Field[int | None]()
+    num_classes = _Field[int]()
+    license = _Field[str]()
+    metrics = _Field[dict[str, Any] | None]()
+    preprocess = _Field[dict[str, Any]]()
 
     @property
     def model_args(self) -> dict[str, Any]:
         return dict(self.data["model_args"])
-
-    @property
-    def num_classes(self) -> int:
-        return self.data["num_classes"]
-
-    @property
-    def license(self) -> str:
-        return self.data["license"]
 
     @property
     def license_info(self) -> dict[str, Any]:
@@ -93,14 +97,6 @@ class WeightEntry:
     @property
     def commercial_use(self) -> bool:
         return bool(self.license_info["commercial_use"])
-
-    @property
-    def metrics(self) -> dict[str, Any] | None:
-        return self.data["metrics"]
-
-    @property
-    def preprocess(self) -> dict[str, Any]:
-        return self.data["preprocess"]
 
     @property
     def torchvision_init(self) -> bool:
