@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from zoo.builder import create
+from zoo.pretrained import PretrainedCfg, to_timm_cfg
 from zoo.registry import get_entry
 from zoo.weights.errors import IncompatibleWeightsError
 from zoo.weights.io import load_state_dict_file, save_model_dir
@@ -83,7 +84,8 @@ def convert_torchvision(source: str | Path, name: str, out_dir: str | Path) -> P
         state = weights.get_state_dict(progress=True)
         origin = weights.url
     model = _load_into(name, state, f"the torchvision checkpoint {origin}")
-    cfg = {**model.pretrained_cfg, "converted_from": origin, "license": "bsd-3-clause"}
+    record = PretrainedCfg.from_dict(model.pretrained_cfg)
+    cfg = to_timm_cfg(record.replace(converted_from=origin, license="bsd-3-clause"))
     return save_model_dir(model, out_dir, name=name, model_args={}, pretrained_cfg=cfg)
 
 
@@ -127,5 +129,6 @@ def convert_official(
     diff = oracle_logits_diff(official, model, name) if verify else None
     if diff is not None and diff > 1e-4:
         raise RuntimeError(f"converted {name} differs from the oracle by {diff:.3g} in logits (tolerance 1e-4)")
-    cfg = {**model.pretrained_cfg, "converted_from": Path(path).name, "license": "cc-by-nc-sa-4.0"}
+    record = PretrainedCfg.from_dict(model.pretrained_cfg)
+    cfg = to_timm_cfg(record.replace(converted_from=Path(path).name, license="cc-by-nc-sa-4.0"))
     return save_model_dir(model, out_dir, name=name, model_args={}, pretrained_cfg=cfg), diff

@@ -29,6 +29,7 @@ import torch
 
 from zoo.builder import create_pretrained, instantiate
 from zoo.convert import oracle_logits_diff
+from zoo.pretrained import PretrainedCfg, to_timm_cfg
 from zoo.registry import get_entry
 from zoo.weights.io import WEIGHTS_NAME, load_state_dict_file, save_model_dir, sha256_file
 from zoo.weights.keymaps import to_zoo_keys
@@ -187,7 +188,7 @@ def verify_converted(entry: WeightEntry, upstream_state: dict[str, torch.Tensor]
 def write_hub_folder(entry: WeightEntry, model: torch.nn.Module, folder: str | os.PathLike, **cfg_extra: Any) -> str:
     """Write the hub folder of ``entry`` (weights, ``config.json`` with the manifest's cfg plus ``cfg_extra``,
     ``README.md`` model card); returns the SHA-256 of its ``model.safetensors``."""
-    cfg = {**model.pretrained_cfg, **entry.pretrained_cfg(), **cfg_extra}
+    cfg = to_timm_cfg(PretrainedCfg.from_dict(model.pretrained_cfg).replace(entry.pretrained_cfg(), cfg_extra))
     params = sum(p.numel() for p in model.parameters())
     card = {"README.md": model_card(entry, params)}
     out = save_model_dir(

@@ -38,8 +38,8 @@ from timm.models._builder import pretrained_cfg_for_features
 from torch import nn
 
 from zoo.builder import instantiate
-from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
 from zoo.models._contract import ZooModel
+from zoo.pretrained import IMAGENET_EVAL, to_timm_cfg
 from zoo.registry import REGISTRY, ModelEntry, get_entry
 from zoo.weights.errors import CorruptWeightsError
 from zoo.weights.load import check_config
@@ -49,15 +49,6 @@ __all__ = ["TIMM_MODULE", "create_timm_model", "pretrained_source", "timm_cfgs",
 
 TIMM_MODULE = __name__.rsplit(".", 1)[-1]  # timm.list_models(module="timm_bridge") lists the zoo's models
 _CFG_FIELDS = frozenset(f.name for f in dataclasses.fields(PretrainedCfg))
-# torchvision's ImageNet eval settings: the cfg of a name without published weights
-_EVAL_DEFAULTS: dict[str, Any] = dict(
-    input_size=(3, 224, 224),
-    crop_pct=0.875,
-    interpolation="bilinear",
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    num_classes=1000,
-)
 # cfg keys that describe the model instance (its truth wins over any weights' metadata)
 _STRUCTURAL = ("pool_size", "min_input_size", "first_conv", "classifier")
 
@@ -76,14 +67,14 @@ def _static_cfg(entry: ModelEntry) -> dict[str, Any]:
     """Cfg entries known without building the model (checked against built models by the tests)."""
     pool = entry.variant.get("pool_size", 7)  # forward_features at 224 px: 7x7, AlexNet's adaptive pool 6x6
     size = entry.variant.get("input_size", 224)  # inception_v3: 299 px
-    return dict(
-        _EVAL_DEFAULTS,
+    record = IMAGENET_EVAL.replace(  # torchvision's ImageNet eval settings: the cfg of a name without weights
         input_size=(3, size, size),
         architecture=entry.name,
         pool_size=(pool, pool),
         first_conv=entry.cls.first_conv,
         classifier=entry.cls.classifier_name,
     )
+    return to_timm_cfg(record)
 
 
 def timm_cfgs() -> dict[str, dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.threads import one_thread  # noqa: F401 (autouse fixture)
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import zoo
@@ -34,14 +35,6 @@ def _scramble_bn(model: torch.nn.Module) -> torch.nn.Module:
                 m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
     return model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", CASES)

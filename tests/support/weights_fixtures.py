@@ -12,11 +12,12 @@ import torch
 
 import zoo
 from support.hub_server import HubServer
+from support.threads import one_thread
 from support.weights_testlib import MODEL, TAG, TEST_ORG, write_manifest
 from zoo.release import push_weights
 from zoo.weights.io import save_state_dict
 
-__all__ = ["_one_thread", "env", "fast_retries", "hub", "random_model_file", "repo_folder"]  # the fixtures
+__all__ = ["env", "fast_retries", "hub", "one_thread", "random_model_file", "repo_folder"]  # the fixtures
 
 
 class FastTime:
@@ -87,12 +88,3 @@ def repo_folder(random_model_file: Path, tmp_path_factory: pytest.TempPathFactor
     result = push_weights(TAG, out, weights=random_model_file, dry_run=True)
     assert result["uploaded"] is False and result["recorded"] is False
     return Path(result["folder"])
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on a shared 2-core machine: one intra-op thread is faster and fairer."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

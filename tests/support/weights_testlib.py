@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 
 from zoo.weights.manifest import MANIFEST_PATH
@@ -41,3 +43,24 @@ def logits(model: torch.nn.Module, seed: int = 0) -> torch.Tensor:
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return model.eval()(x)
+
+
+def broken_copy(folder: Path, dest: Path, config_text: str, keep: tuple[str, ...] = ("model.safetensors",)) -> Path:
+    """Copy the files ``keep`` of a weights ``folder`` to ``dest`` and write ``config_text`` as its config.json."""
+    dest.mkdir()
+    for name in keep:
+        (dest / name).write_bytes((folder / name).read_bytes())
+    (dest / "config.json").write_text(config_text)
+    return dest
+
+
+def all_sources_down_error(hub: Any, monkeypatch: pytest.MonkeyPatch, model: str = MODEL) -> Exception:
+    """The ``WeightsUnavailableError`` of ``zoo.create(model, pretrained=True)`` when every source answers 503."""
+    import zoo
+    from zoo.weights import WeightsUnavailableError
+
+    hub.fault(status=503)
+    monkeypatch.setenv("ZOO_DOWNLOAD_RETRIES", "1")
+    with pytest.raises(WeightsUnavailableError) as info:
+        zoo.create(model, pretrained=True)
+    return info.value

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import timm
+from support.weights_testlib import broken_copy
 from timm_testlib import TEST_ORG
 
 from zoo.weights import CorruptWeightsError
@@ -19,11 +20,7 @@ BAD_CONFIGS = [
 
 
 def _broken_copy(folder: Path, dest: Path, config_text: str) -> Path:
-    dest.mkdir()
-    for name in ("model.safetensors", "README.md"):
-        (dest / name).write_bytes((folder / name).read_bytes())
-    (dest / "config.json").write_text(config_text)
-    return dest
+    return broken_copy(folder, dest, config_text, keep=("model.safetensors", "README.md"))
 
 
 @pytest.mark.parametrize(("text", "match"), BAD_CONFIGS)

@@ -9,6 +9,7 @@ import math
 import pytest
 import timm
 import torch
+from support.threads import one_thread  # noqa: F401 (autouse fixture)
 from timm.models import FeatureInfo, get_notrace_functions, get_notrace_modules
 from timm_testlib import AA4_NAMES, FAMILY_REPS, SWEEP_NAMES, rand_input, small_size, with_slow
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
@@ -17,14 +18,6 @@ FULL = with_slow(FAMILY_REPS, AA4_NAMES)  # every check
 FWD_BWD = with_slow(FAMILY_REPS, SWEEP_NAMES)  # forward + backward
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", FWD_BWD)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.weights_testlib import broken_copy
 
 import zoo
 from zoo.cli import main
@@ -33,16 +34,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_model_dir(zoo.create(NAME), tmp_path_factory.mktemp("good") / "folder", name=NAME)
 
 
-def _broken_copy(folder: Path, dest: Path, config_text: str) -> Path:
-    dest.mkdir()
-    (dest / WEIGHTS_NAME).write_bytes((folder / WEIGHTS_NAME).read_bytes())
-    (dest / "config.json").write_text(config_text)
-    return dest
-
-
 @pytest.mark.parametrize(("text", "match"), BAD_CONFIGS)
 def test_bad_config_in_a_folder_names_the_file(folder: Path, tmp_path: Path, text: str, match: str) -> None:
-    bad = _broken_copy(folder, tmp_path / "bad", text)
+    bad = broken_copy(folder, tmp_path / "bad", text, keep=(WEIGHTS_NAME,))
     for pretrained in (bad, bad / WEIGHTS_NAME):  # the folder, and a file beside its config.json
         with pytest.raises(CorruptWeightsError, match=match) as info:
             zoo.create(NAME, pretrained=pretrained)
@@ -51,7 +45,7 @@ def test_bad_config_in_a_folder_names_the_file(folder: Path, tmp_path: Path, tex
 
 @pytest.mark.parametrize(("text", "match"), BAD_CONFIGS)
 def test_bad_config_in_a_hub_repo_names_the_repo(hub, folder: Path, tmp_path: Path, text: str, match: str) -> None:
-    hub.add_repo("someone/broken", _broken_copy(folder, tmp_path / "bad", text))
+    hub.add_repo("someone/broken", broken_copy(folder, tmp_path / "bad", text, keep=(WEIGHTS_NAME,)))
     with pytest.raises(CorruptWeightsError, match=match) as info:
         zoo.create(NAME, pretrained="hf-hub:someone/broken")
     assert "config.json of hf-hub:someone/broken@main" in str(info.value) and "\n" not in str(info.value)

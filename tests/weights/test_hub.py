@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from support.weights_testlib import MODEL, TAG, TEST_ORG, hub_cache_files, logits, write_manifest
+from support.weights_testlib import (
+    MODEL,
+    TAG,
+    TEST_ORG,
+    all_sources_down_error,
+    hub_cache_files,
+    logits,
+    write_manifest,
+)
 
 import zoo
 import zoo.weights.load
@@ -215,15 +223,12 @@ def test_mirror_is_tried_first(hub, env, tmp_path, monkeypatch):
 
 
 def test_all_sources_down_names_each_and_the_fix(hub, env, fast_retries, monkeypatch):
-    hub.fault(status=503)
-    monkeypatch.setenv("ZOO_DOWNLOAD_RETRIES", "1")
-    with pytest.raises(WeightsUnavailableError) as info:
-        zoo.create(MODEL, pretrained=True)
-    message = str(info.value)
+    error = all_sources_down_error(hub, monkeypatch)
+    message = str(error)
     assert f"hf-hub:{REPO}@main" in message
     assert "mobilenet_v2_lpf4_finetune-7eed94b1.pth (official format)" in message
     assert "zoo download" in message and "HF_HUB_OFFLINE=1" in message
-    assert len(info.value.attempts) == 2
+    assert len(error.attempts) == 2
 
 
 def test_offline_without_cache_says_so(env, monkeypatch):

@@ -112,10 +112,17 @@ def test_tags_defaults_and_org(monkeypatch):
     assert cfg["url"].endswith("resnet50_lpf4_finetune-cad66808.pth")
 
 
-def test_record_hub_sha256_updates_a_copy(tmp_path, monkeypatch):
+@pytest.fixture
+def manifest_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A writable copy of the packaged manifest, in use through ``ZOO_MANIFEST``."""
     copy = tmp_path / "m.json"
     copy.write_text(MANIFEST_PATH.read_text())
     monkeypatch.setenv("ZOO_MANIFEST", str(copy))
+    return copy
+
+
+def test_record_hub_sha256_updates_a_copy(manifest_copy):
+    copy = manifest_copy
     record_hub_sha256("resnet18_aa4.in1k", "ab" * 32)
     assert load_manifest().get("resnet18_aa4.in1k").hub_source()["sha256"] == "ab" * 32
     jsonschema.validate(json.loads(copy.read_text()), json.loads(SCHEMA_PATH.read_text()))
@@ -132,10 +139,8 @@ def test_derived_entries_validate_against_the_weight_schema():
         jsonschema.validate(manifest.weights[tag].data, weight)
 
 
-def test_record_hub_sha256_of_a_derived_tag(tmp_path, monkeypatch):
-    copy = tmp_path / "m.json"
-    copy.write_text(MANIFEST_PATH.read_text())
-    monkeypatch.setenv("ZOO_MANIFEST", str(copy))
+def test_record_hub_sha256_of_a_derived_tag(manifest_copy):
+    copy = manifest_copy
     record_hub_sha256("resnet18_aa3.tv_in1k", "cd" * 32)
     assert load_manifest().get("resnet18_aa3.tv_in1k").hub_source()["sha256"] == "cd" * 32
     data = json.loads(copy.read_text())

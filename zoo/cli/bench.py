@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from zoo.cli._command import add_command
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="short smoke run (resnet18, batch 1, 112 px, few repeats)")
@@ -55,6 +57,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="benchmark zoo vs official vs timm vs torchvision (speed, memory)")
+    parser = add_command(subparsers, "bench", run, "benchmark zoo vs official vs timm vs torchvision (speed, memory)")
     add_arguments(parser)
-    parser.set_defaults(func=run)

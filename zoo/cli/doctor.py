@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from zoo.cli._command import add_command
+
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
+    """Report what the weights machinery sees; with MODEL, HEAD each source (short timeout), say whether it is cached
+    and what to do next. Exit 0 when the report could be made.
+    """
     from zoo.weights.doctor import doctor_report
 
     for line in doctor_report(args.model):
@@ -14,11 +19,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "doctor",
-        help="check versions, caches, offline mode and (for a model) each weight source",
-        description="Report what the weights machinery sees; with MODEL, HEAD each source (short timeout), "
-        "say whether it is cached and what to do next. Exit 0 when the report could be made.",
+    p = add_command(
+        subparsers, "doctor", _cmd_doctor, "check versions, caches, offline mode and (for a model) each weight source"
     )
     p.add_argument("model", nargs="?", help="model name (every tag) or one weight tag")
-    p.set_defaults(func=_cmd_doctor)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from zoo.cli._command import add_command
 from zoo.config import PRETRAINED_POLICIES, deprecated, parse_override, pretrained_policy
 
 __all__ = ["register"]
@@ -78,6 +79,9 @@ def _generator(spec: str) -> Any:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate zoo models' shift invariance. Without --data it runs on the photographs shipped in scikit-image. Under
+    `torchrun --nproc_per_node=N` the images are split between processes.
+    """
     from zoo.distributed import is_main, setup
     from zoo.eval.runner import load_eval_config, load_models, run_eval
 
@@ -109,11 +113,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
+    from zoo.eval.runner import METRICS  # every metric registered (the runner imports the shipped ones)
+
+    p = add_command(
+        subparsers,
         "eval",
-        help="measure shift invariance and robustness (consistency, feature distance, corruptions, flip, ...)",
-        description="Evaluate zoo models' shift invariance. Without --data it runs on the photographs shipped "
-        "in scikit-image. Under `torchrun --nproc_per_node=N` the images are split between processes.",
+        _cmd_eval,
+        "measure shift invariance and robustness (consistency, feature distance, corruptions, flip, ...)",
     )
     p.add_argument(
         "--task",
@@ -127,8 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="embedded (default), an ImageFolder/image dir, a glob, a .txt list, hf:NAME[:SPLIT]")
     p.add_argument(
         "--metrics",
-        help="comma-separated: clean,consistency,diagonal,features,sensitivity,deformation,"
-        "smoothness,corruptions,flip,generation (default: the config's)",
+        help=f"comma-separated: {','.join(sorted(METRICS))} (default: the config's)",
     )
     p.add_argument("--out", default="eval_out", help="output directory for results.json, CSV and PNG (eval_out)")
     p.add_argument("--config", help="YAML overriding zoo/eval/defaults.yaml, e.g. configs/eval/imagenet.yaml")
@@ -165,4 +170,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="an image-to-image nn.Module (or factory) for the generation metric (repeatable)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_eval)

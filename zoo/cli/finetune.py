@@ -8,6 +8,7 @@ import sys
 
 import yaml
 
+from zoo.cli._command import add_command
 from zoo.train.config import config_to_dict, load_finetune_config
 
 
@@ -19,6 +20,11 @@ def _resume_command(args: argparse.Namespace, root: str) -> str:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a zoo model on the embedded digits, an image folder or a Hugging Face dataset. Overrides are
+    section.key=value (YAML values), e.g. train.epochs=3 optim.lr=0.01 data.augment.shift=4; a key that exists in
+    one section only may drop the section (epochs=3). Under `torchrun --nproc_per_node=N` the same command trains
+    with DDP.
+    """
     from zoo.train.run import FinetuneInterrupted, finetune
 
     cfg = load_finetune_config(args.config, args.overrides)
@@ -38,17 +44,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "finetune",
-        help="fine-tune a model (and its non-anti-aliased twin) on a small dataset",
-        description=(
-            "Fine-tune a zoo model on the embedded digits, an image folder or a Hugging Face dataset. "
-            "Overrides are section.key=value (YAML values), e.g. train.epochs=3 optim.lr=0.01 "
-            "data.augment.shift=4; a key that exists in one section only may drop the section (epochs=3). "
-            "Under `torchrun --nproc_per_node=N` the same command trains with DDP."
-        ),
+    p = add_command(
+        subparsers, "finetune", _cmd_finetune, "fine-tune a model (and its non-anti-aliased twin) on a small dataset"
     )
     p.add_argument("--config", default=None, help="YAML file (default: the built-in defaults = digits)")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    p.set_defaults(func=_cmd_finetune)

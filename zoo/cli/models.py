@@ -6,6 +6,7 @@ import argparse
 import fnmatch
 
 from zoo.builder import create
+from zoo.cli._command import add_command
 from zoo.registry import get_entry, list_models
 from zoo.weights.manifest import load_manifest
 
@@ -79,12 +80,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("list", help="list model names (or, with --pretrained, published weights)")
+    p = add_command(subparsers, "list", _cmd_list, "list model names (or, with --pretrained, published weights)")
     p.add_argument("pattern", nargs="?", default=None, help="glob, e.g. 'resnet*_aa4'")
     p.add_argument(
         "--pretrained", action="store_true", help="list the published weights with their license and published metrics"
     )
-    p.set_defaults(func=_cmd_list)
-    p = subparsers.add_parser("info", help="describe a model and its weights")
+    p = add_command(subparsers, "info", _cmd_info, "describe a model and its weights")
     p.add_argument("name")
-    p.set_defaults(func=_cmd_info)

@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from zoo.cli._command import add_command
+
 
 def _cmd_release(args: argparse.Namespace) -> int:
+    """For each tag: get the upstream file (--from DIR or the manifest's URLs), check its published hash, convert it,
+    check it against the oracle (official) or torchvision, write model.safetensors + config.json + README.md, upload
+    with HfApi.upload_folder to $ZOO_HUB_ORG/TAG and record the SHA-256 in the manifest ($ZOO_MANIFEST or the
+    packaged one). Tags already published with the recorded SHA-256 are skipped; a failed tag does not stop the
+    others. Token: $HF_TOKEN or --token.
+    """
     from zoo.release import iter_release, select_tags
 
     tags = select_tags(args.tags)
@@ -20,20 +28,9 @@ def _cmd_release(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "release",
-        help="publish manifest weights to the hub, verified (maintainers)",
-        description=(
-            "For each tag: get the upstream file (--from DIR or the manifest's URLs), check its published hash, "
-            "convert it, check it against the oracle (official) or torchvision, write model.safetensors + "
-            "config.json + README.md, upload with HfApi.upload_folder to $ZOO_HUB_ORG/TAG and record the "
-            "SHA-256 in the manifest ($ZOO_MANIFEST or the packaged one). Tags already published with the "
-            "recorded SHA-256 are skipped; a failed tag does not stop the others. Token: $HF_TOKEN or --token."
-        ),
-    )
+    p = add_command(subparsers, "release", _cmd_release, "publish manifest weights to the hub, verified (maintainers)")
     p.add_argument("tags", nargs="+", help="tags, globs ('resnet50_aa4.*'), model names, or 'all'")
     p.add_argument("--out", default="release", help="working folder: one repo folder per tag (default ./release)")
     p.add_argument("--from", dest="from_dir", help="folder of already-downloaded upstream files, named as published")
     p.add_argument("--dry-run", action="store_true", help="write and verify the folders only: no upload, no record")
     p.add_argument("--token", help="hub token (default: $HF_TOKEN or the saved login)")
-    p.set_defaults(func=_cmd_release)

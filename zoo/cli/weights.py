@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from zoo.cli._command import add_command
+
 
 def _tags(names: list[str]) -> list[str]:
     from zoo.weights.manifest import load_manifest
@@ -27,6 +29,7 @@ def _tags(names: list[str]) -> list[str]:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
+    """Fetch weights (hub, else upstream URL) into the caches; then set HF_HUB_OFFLINE=1 offline."""
     from zoo.weights.load import fetch_weights
     from zoo.weights.manifest import load_manifest
 
@@ -68,15 +71,10 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "download",
-        help="pre-fetch weights into the cache (for offline machines)",
-        description="Fetch weights (hub, else upstream URL) into the caches; then set HF_HUB_OFFLINE=1 offline.",
-    )
+    p = add_command(subparsers, "download", _cmd_download, "pre-fetch weights into the cache (for offline machines)")
     p.add_argument("names", nargs="+", help="model names (default weights), tags like resnet50_aa4.in1k_ft, or 'all'")
-    p.set_defaults(func=_cmd_download)
 
-    p = subparsers.add_parser("convert", help="convert a torchvision or official checkpoint to a zoo folder")
+    p = add_command(subparsers, "convert", _cmd_convert, "convert a torchvision or official checkpoint to a zoo folder")
     p.add_argument("source", choices=["torchvision", "official"], help="checkpoint format")
     p.add_argument(
         "checkpoint",
@@ -85,13 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="zoo model name (official: inferred from ARCH_lpfK in the file name)")
     p.add_argument("--out", required=True, help="output folder (model.safetensors + config.json)")
     p.add_argument("--no-verify", action="store_true", help="official: skip the logits check against the oracle")
-    p.set_defaults(func=_cmd_convert)
 
-    p = subparsers.add_parser("push", help="write a hub folder for a manifest weight and upload it")
+    p = add_command(subparsers, "push", _cmd_push, "write a hub folder for a manifest weight and upload it")
     p.add_argument("tag", help="manifest tag, e.g. resnet50_aa4.in1k_ft")
     p.add_argument("--out", required=True, help="folder to write (model.safetensors, config.json, README.md)")
     p.add_argument("--weights", help="local checkpoint to publish (default: fetch from the manifest sources)")
     p.add_argument("--repo-id", help="override the hub repo (default: from the manifest and $ZOO_HUB_ORG)")
     p.add_argument("--dry-run", action="store_true", help="only write the folder; do not upload")
     p.add_argument("--record", action="store_true", help="record the SHA-256 in the manifest even on --dry-run")
-    p.set_defaults(func=_cmd_push)

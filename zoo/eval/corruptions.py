@@ -10,7 +10,6 @@ clean prediction. CE and mCE are normalised by a reference model measured on the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from torch import Tensor, nn
 from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
 from zoo.eval._corrupt import COMMON, EXTRA, GROUPS, corrupt
+from zoo.eval._reference import store_relative
 from zoo.eval.consistency import _check_labels, group_list
 from zoo.eval.registry import Context, Metric, centre, register
 from zoo.stats import mean_ci, proportion_ci
@@ -265,19 +265,8 @@ def normalise(by_model: dict[str, dict[str, Any]], reference: str | None) -> Non
                 rel[c] = 100.0 * (e - r["clean_error"]) / d_ref if d_ref > 0 else None
             else:
                 rel[c] = None
-        r["reference_model"] = ref_name
-        r["ce"] = ce
-        r["relative_ce"] = rel
-        r["mce"] = _mean_defined(ce)
-        r["relative_mce"] = _mean_defined(rel)
-        undefined = sorted(c for c, v in ce.items() if v is None)
-        if undefined:
-            r["mce_note"] = f"reference has zero error on {', '.join(undefined)}: left out of mCE"
-
-
-def _mean_defined(values: dict[str, float | None]) -> float | None:
-    vals = [v for v in values.values() if v is not None and math.isfinite(v)]
-    return float(np.mean(vals)) if vals else None
+        tables = {"ce": (ce, "mce"), "relative_ce": (rel, "relative_mce")}
+        store_relative(r, ref_name, tables, ("mce_note", "reference has zero error on {}: left out of mCE"))
 
 
 def _names(spec: Any) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
+from zoo.eval._reference import store_relative
 from zoo.eval._seeding import image_rng
 from zoo.eval.consistency import group_list
 from zoo.eval.registry import Context, Metric, register
@@ -198,18 +199,8 @@ def normalise(by_model: dict[str, dict[str, Any]], reference: str | None) -> Non
     for r in by_model.values():
         fr = {k: (100.0 * v / ref["fp"][k] if ref["fp"].get(k) else None) for k, v in r["fp"].items()}
         t5 = {k: (100.0 * v / ref["t5d"][k] if ref["t5d"].get(k) else None) for k, v in r["t5d"].items()}
-        r["reference_model"] = ref_name
-        r["fr"], r["t5d_ratio"] = fr, t5
-        r["mfr"] = _mean_defined(fr)
-        r["mt5d"] = _mean_defined(t5)
-        undefined = sorted(k for k, v in fr.items() if v is None)
-        if undefined:
-            r["mfr_note"] = f"the reference never flips on {', '.join(undefined)}: left out of mFR"
-
-
-def _mean_defined(values: dict[str, float | None]) -> float | None:
-    vals = [v for v in values.values() if v is not None and math.isfinite(v)]
-    return float(np.mean(vals)) if vals else None
+        tables = {"fr": (fr, "mfr"), "t5d_ratio": (t5, "mt5d")}
+        store_relative(r, ref_name, tables, ("mfr_note", "the reference never flips on {}: left out of mFR"))
 
 
 def _run(ctx: Context, model: Any) -> dict[str, Any]:

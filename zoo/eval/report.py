@@ -17,21 +17,38 @@ __all__ = ["TABLES", "comparison_rows", "markdown_report", "write_report"]
 Row = dict[str, Any]
 
 
+def _ci_columns(ci: Any, k: int | None = None, prefix: str = "") -> Row:
+    """The ``{prefix}ci95_low`` / ``{prefix}ci95_high`` columns of a ``[low, high]`` interval (of a curve: at ``k``)."""
+    low, high = ci
+    if k is not None:
+        low, high = low[k], high[k]
+    return {f"{prefix}ci95_low": low, f"{prefix}ci95_high": high}
+
+
+def _pick(r: dict[str, Any], *keys: str) -> Row:
+    """The columns ``keys`` of a result, as they are."""
+    return {k: r[k] for k in keys}
+
+
+def _keyed(model: str, r: dict[str, Any], key: str, columns: Callable[[dict[str, Any]], Row]) -> Iterator[Row]:
+    """One row per entry of a result keyed by protocol or setting (column ``key``)."""
+    for name, v in r.items():
+        yield {"model": model, key: name, **columns(v)}
+
+
+def _consistency_columns(v: dict[str, Any]) -> Row:
+    return {
+        "consistency": v["consistency"],
+        **_ci_columns(v["ci95"]),
+        **_pick(v, "n", "max_shift", "seed"),
+        "n_eff": v.get("n_eff"),
+        "procedure": v.get("procedure", "seeded"),
+        **{k: v[k] for k in ("top1_crops", "top5_crops", "top1_rolled", "top5_rolled") if k in v},
+    }
+
+
 def _consistency(model: str, r: dict[str, Any]) -> Iterator[Row]:
-    for protocol, v in r.items():
-        yield {
-            "model": model,
-            "protocol": protocol,
-            "consistency": v["consistency"],
-            "ci95_low": v["ci95"][0],
-            "ci95_high": v["ci95"][1],
-            "n": v["n"],
-            "max_shift": v["max_shift"],
-            "seed": v["seed"],
-            "n_eff": v.get("n_eff"),
-            "procedure": v.get("procedure", "seeded"),
-            **{k: v[k] for k in ("top1_crops", "top5_crops", "top1_rolled", "top5_rolled") if k in v},
-        }
+    return _keyed(model, r, "protocol", _consistency_columns)
 
 
 def _diagonal(model: str, r: dict[str, Any]) -> Iterator[Row]:
@@ -40,11 +57,9 @@ def _diagonal(model: str, r: dict[str, Any]) -> Iterator[Row]:
             "model": model,
             "shift": d,
             "prob": r["prob"][k],
-            "ci95_low": r["prob_ci95"][0][k],
-            "ci95_high": r["prob_ci95"][1][k],
+            **_ci_columns(r["prob_ci95"], k),
             "agree_pct": r["agree"][k],
-            "reference": r["reference"],
-            "n": r["n"],
+            **_pick(r, "reference", "n"),
         }
 
 
@@ -66,22 +81,18 @@ def _features(model: str, r: dict[str, Any]) -> Iterator[Row]:
                 }
 
 
+def _sensitivity_columns(v: dict[str, Any]) -> Row:
+    return {
+        **_pick(v, "protocol", "embed_size", "p_change"),
+        **_ci_columns(v["p_change_ci95"], prefix="p_change_"),
+        "mac": v["mac"],
+        **_ci_columns(v["mac_ci95"], prefix="mac_"),
+        **_pick(v, "n", "pairs"),
+    }
+
+
 def _sensitivity(model: str, r: dict[str, Any]) -> Iterator[Row]:
-    for setting, v in r.items():
-        yield {
-            "model": model,
-            "setting": setting,
-            "protocol": v["protocol"],
-            "embed_size": v["embed_size"],
-            "p_change": v["p_change"],
-            "p_change_ci95_low": v["p_change_ci95"][0],
-            "p_change_ci95_high": v["p_change_ci95"][1],
-            "mac": v["mac"],
-            "mac_ci95_low": v["mac_ci95"][0],
-            "mac_ci95_high": v["mac_ci95"][1],
-            "n": v["n"],
-            "pairs": v["pairs"],
-        }
+    return _keyed(model, r, "setting", _sensitivity_columns)
 
 
 def _deformation(model: str, r: dict[str, Any]) -> Iterator[Row]:
@@ -92,12 +103,10 @@ def _deformation(model: str, r: dict[str, Any]) -> Iterator[Row]:
                 "layer": layer,
                 "C": c,
                 "sensitivity": v["sensitivity"][k],
-                "ci95_low": v["ci95"][0][k],
-                "ci95_high": v["ci95"][1][k],
+                **_ci_columns(v["ci95"], k),
                 "deformed": v["deformed"][k],
                 "pair": v["pair"],
-                "n": r["n"],
-                "pairs": r["pairs"],
+                **_pick(r, "n", "pairs"),
             }
 
 
@@ -109,9 +118,8 @@ def _smoothness(model: str, r: dict[str, Any]) -> Iterator[Row]:
 def _generation(model: str, r: dict[str, Any]) -> Iterator[Row]:
     yield {
         "model": model,
-        **{k: r[k] for k in ("psnr", "psnr_mean", "mse", "exact", "n", "max_shift")},
-        "mse_ci95_low": r["mse_ci95"][0],
-        "mse_ci95_high": r["mse_ci95"][1],
+        **_pick(r, "psnr", "psnr_mean", "mse", "exact", "n", "max_shift"),
+        **_ci_columns(r["mse_ci95"], prefix="mse_"),
     }
 
 
@@ -143,8 +151,7 @@ def comparison_rows(comparison: dict[str, dict[str, Any]]) -> list[Row]:
             "a": v["a"],
             "b": v["b"],
             "diff": v["diff"],
-            "ci95_low": v["ci95"][0],
-            "ci95_high": v["ci95"][1],
+            **_ci_columns(v["ci95"]),
             "p": v["p"],
             "test": v["test"],
             "n": v["n"],

@@ -13,6 +13,7 @@ import yaml
 from torch import nn
 
 from zoo.config import PRETRAINED_POLICIES
+from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
 from zoo.distributed import is_main, rank_world
 from zoo.eval import consistency as _consistency
 from zoo.eval import report as _report
@@ -21,7 +22,7 @@ from zoo.eval.deformation import deformation_sensitivity, filter_smoothness
 from zoo.eval.features import feature_distance
 from zoo.eval.generation import generation_stability
 from zoo.eval.registry import METRICS, Context, Metric, centre, register
-from zoo.eval.sensitivity import IMAGENET_MEAN, IMAGENET_STD, shift_sensitivity
+from zoo.eval.sensitivity import shift_sensitivity
 
 __all__ = [
     "DEFAULTS_PATH",
@@ -227,19 +228,18 @@ def _run_diagonal(ctx: Context, model: EvalModel) -> dict[str, Any]:
     )
 
 
+def _run_on_squares(
+    ctx: Context, model: EvalModel, name: str, fn: Callable[..., dict[str, Any]], keys: Sequence[str], **extra: Any
+) -> dict[str, Any]:
+    """``fn`` on ``config[name]["size"]``-pixel squares, with the settings ``keys`` of ``config[name]``."""
+    cfg = ctx.config[name]
+    batches = ctx.batches(model, cfg["size"], cfg["size"], name, name)
+    settings = {key: cfg[key] for key in keys}
+    return fn(model.module, batches, **settings, **extra, groups=ctx.groups(name), device=ctx.device)
+
+
 def _run_features(ctx: Context, model: EvalModel) -> dict[str, Any]:
-    cfg = ctx.config["features"]
-    batches = ctx.batches(model, cfg["size"], cfg["size"], "features", "features")
-    return feature_distance(
-        model.module,
-        batches,
-        layers=cfg["layers"],
-        shifts=cfg["shifts"],
-        on_grid=cfg["on_grid"],
-        fractional=cfg["fractional"],
-        groups=ctx.groups("features"),
-        device=ctx.device,
-    )
+    return _run_on_squares(ctx, model, "features", feature_distance, ("layers", "shifts", "on_grid", "fractional"))
 
 
 def _run_sensitivity(ctx: Context, model: EvalModel) -> dict[str, Any]:
@@ -265,19 +265,8 @@ def _run_sensitivity(ctx: Context, model: EvalModel) -> dict[str, Any]:
 
 
 def _run_deformation(ctx: Context, model: EvalModel) -> dict[str, Any]:
-    cfg = ctx.config["deformation"]
-    batches = ctx.batches(model, cfg["size"], cfg["size"], "deformation", "deformation")
-    return deformation_sensitivity(
-        model.module,
-        batches,
-        strengths=cfg["strengths"],
-        grid=cfg["grid"],
-        layers=cfg["layers"],
-        seed=ctx.config["seed"],
-        bootstrap=cfg["bootstrap"],
-        groups=ctx.groups("deformation"),
-        device=ctx.device,
-    )
+    keys = ("strengths", "grid", "layers", "bootstrap")
+    return _run_on_squares(ctx, model, "deformation", deformation_sensitivity, keys, seed=ctx.config["seed"])
 
 
 def _run_smoothness(ctx: Context, model: EvalModel) -> dict[str, Any]:

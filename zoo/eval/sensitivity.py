@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
 from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
 from zoo.eval.consistency import group_list
@@ -28,8 +29,6 @@ from zoo.stats import mean_ci, proportion_ci
 __all__ = ["SENSITIVITY_PROTOCOLS", "frame_sensitivity", "make_frames", "shift_sensitivity"]
 
 SENSITIVITY_PROTOCOLS = ("crop", "black", "black_mean", "inpaint", "scale")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _resize(image: Tensor, size: int) -> Tensor:

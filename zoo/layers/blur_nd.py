@@ -241,8 +241,20 @@ class _MaxBlurPoolNd(nn.Module):
     the whole layer commutes with circular shifts by multiples of the stride.
     """
 
-    def __init__(self, blur: _BlurPoolNd, kernel_size: IntOrTuple, padding: IntOrTuple) -> None:
+    _BLUR: type[_BlurPoolNd] = _BlurPoolNd
+
+    def __init__(
+        self,
+        channels: int | None = None,
+        kernel_size: IntOrTuple = 2,
+        stride: IntOrTuple = 2,
+        padding: IntOrTuple = 0,
+        filter_size: IntOrTuple = 4,
+        pad_mode: str = "reflect",
+        impl: str | None = None,
+    ) -> None:
         super().__init__()
+        blur = self._BLUR(channels, filter_size, stride, pad_mode, impl)
         dims = blur.dims
         self.kernel_size = _per_axis(kernel_size, dims, "kernel_size")
         self.padding = _per_axis(padding, dims, "padding", minimum=0)
@@ -271,30 +283,10 @@ class _MaxBlurPoolNd(nn.Module):
 class MaxBlurPool1d(_MaxBlurPoolNd):
     """``MaxPool1d(kernel_size, stride=1, padding)`` then :class:`BlurPool1d`."""
 
-    def __init__(
-        self,
-        channels: int | None = None,
-        kernel_size: IntOrTuple = 2,
-        stride: IntOrTuple = 2,
-        padding: IntOrTuple = 0,
-        filter_size: IntOrTuple = 4,
-        pad_mode: str = "reflect",
-        impl: str | None = None,
-    ) -> None:
-        super().__init__(BlurPool1d(channels, filter_size, stride, pad_mode, impl), kernel_size, padding)
+    _BLUR = BlurPool1d
 
 
 class MaxBlurPool3d(_MaxBlurPoolNd):
     """``MaxPool3d(kernel_size, stride=1, padding)`` then :class:`BlurPool3d` (per-axis tuples allowed)."""
 
-    def __init__(
-        self,
-        channels: int | None = None,
-        kernel_size: IntOrTuple = 2,
-        stride: IntOrTuple = 2,
-        padding: IntOrTuple = 0,
-        filter_size: IntOrTuple = 4,
-        pad_mode: str = "reflect",
-        impl: str | None = None,
-    ) -> None:
-        super().__init__(BlurPool3d(channels, filter_size, stride, pad_mode, impl), kernel_size, padding)
+    _BLUR = BlurPool3d

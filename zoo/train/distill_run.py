@@ -29,6 +29,7 @@ from zoo.constants import IMAGE_EXTENSIONS
 from zoo.data import image_files
 from zoo.distributed import DistContext
 from zoo.io import atomic_write
+from zoo.pretrained import PretrainedCfg, to_timm_cfg
 from zoo.stats import wilson_interval
 from zoo.train.checkpoint import STATE_NAME, check_compatible, load_train_state, save_checkpoint
 from zoo.train.common import FinetuneResult, init_model, new_root, norm_stats
@@ -43,6 +44,7 @@ from zoo.train.loop import (
     amp_dtype,
     default_max_shift,
     evaluate,
+    fingerprint,
     train_model,
 )
 from zoo.train.optim import WarmupCosine, build_optimizer
@@ -84,6 +86,8 @@ def _teacher(
     tcfg.train.epochs = d.teacher_epochs
     run_dir = root / "teacher"
     state = load_train_state(run_dir) if (run_dir / STATE_NAME).is_file() else None
+    if state is not None:
+        check_compatible(state, fingerprint(tcfg, name, bundle.classes), run_dir)
     model, init, detail = init_model(tcfg, name, bundle.num_classes, cfg.train.seed)
     log(f"[teacher {name}] {detail}; trained with labels for {d.teacher_epochs} epoch(s) in {run_dir}")
     result = train_model(ModelRun(name, model, init, run_dir, state, cfg.train.seed), tcfg, bundle, ctx, log, mean, std)
@@ -251,8 +255,11 @@ def distill_finetune(cfg: FinetuneConfig, ctx: DistContext, log: Any) -> Finetun
     teacher.to(ctx.device)
     comparison = {"original": _measure(teacher, test_loader, cfg, ctx, dtype),
                   "converted": _measure(student.to(ctx.device), test_loader, cfg, ctx, dtype)}  # fmt: skip
-    export_cfg = {**getattr(teacher, "pretrained_cfg", {}), "mean": tuple(mean), "std": tuple(std),
-                  "label_names": list(bundle.classes), "tag": "distill"}  # fmt: skip
+    export_cfg = to_timm_cfg(
+        PretrainedCfg.from_dict(getattr(teacher, "pretrained_cfg", {})).replace(
+            mean=tuple(mean), std=tuple(std), label_names=list(bundle.classes), tag="distill"
+        )
+    )
     history = _distill(
         student, teacher, train_set, cfg, ctx, log, root / student_name, student_name, val_loader, export_cfg
     )

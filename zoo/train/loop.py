@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from zoo.distributed import DistContext, reduce_sums
 from zoo.eval.consistency import shift_consistency
-from zoo.train.checkpoint import check_compatible, save_checkpoint
+from zoo.pretrained import PretrainedCfg, to_timm_cfg
+from zoo.train.checkpoint import save_checkpoint
 from zoo.train.config import FinetuneConfig, config_to_dict
 from zoo.train.data import DataBundle
 from zoo.train.optim import WarmupCosine, build_optimizer, trainable_parameters
@@ -43,7 +44,7 @@ class ModelRun:
     model: nn.Module
     init: str  # "pretrained (...)" or "random init (...)"
     run_dir: Path
-    resume_state: dict[str, Any] | None = None
+    resume_state: dict[str, Any] | None = None  # already checked by the caller with check_compatible
     seed: int = 0  # train.seed of this run (initialisation, shuffling, augmentation)
 
 
@@ -251,17 +252,17 @@ def _export_cfg(
 ) -> dict[str, Any]:
     """The timm pretrained cfg of the fine-tuned model: its classes, input size and normalization."""
     size = cfg.data.image_size
-    return {
-        **getattr(model, "pretrained_cfg", {}),
-        "num_classes": bundle.num_classes,
-        "label_names": list(bundle.classes),
-        "input_size": (cfg.model.in_chans, size, size),
-        "test_input_size": (cfg.model.in_chans, size, size),
-        "crop_pct": 1.0,
-        "mean": tuple(mean),
-        "std": tuple(std),
-        "tag": f"finetune_{cfg.data.source}",
-    }
+    record = PretrainedCfg.from_dict(getattr(model, "pretrained_cfg", {})).replace(
+        num_classes=bundle.num_classes,
+        label_names=list(bundle.classes),
+        input_size=(cfg.model.in_chans, size, size),
+        test_input_size=(cfg.model.in_chans, size, size),
+        crop_pct=1.0,
+        mean=tuple(mean),
+        std=tuple(std),
+        tag=f"finetune_{cfg.data.source}",
+    )
+    return to_timm_cfg(record)
 
 
 def _fmt(epoch: int, total: int, row: dict[str, Any]) -> str:
@@ -334,7 +335,6 @@ def train_model(
     state: dict[str, Any] = {}
     if run.resume_state is not None:
         state = {k: v for k, v in run.resume_state.items() if k != "model"}
-        check_compatible(run.resume_state, fp, run.run_dir)
         model.load_state_dict(run.resume_state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])

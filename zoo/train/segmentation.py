@@ -28,6 +28,8 @@ import yaml
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from zoo.pretrained import PretrainedCfg, to_timm_cfg
+
 __all__ = [
     "DEMO_CONFIG",
     "SegmentationTrainer",
@@ -334,12 +336,9 @@ def finetune_segmentation(cfg: Any, names: Sequence[str] | None = None, log: Cal
                             "fingerprint": _fingerprint(cfg, name, classes),
                             "seed": cfg.train.seed,
                         },
-                        pretrained_cfg={
-                            "task": "segmentation",
-                            "num_classes": classes,
-                            "mean": [0.0] * 3,
-                            "std": [1.0] * 3,
-                        },
+                        pretrained_cfg=to_timm_cfg(
+                            PretrainedCfg(task="segmentation", num_classes=classes, mean=[0.0] * 3, std=[1.0] * 3)
+                        ),
                         metadata={"epoch": trainer.epoch, "history": trainer.history},
                         model_args={"num_classes": classes, "decoder_channels": cfg.segmentation.decoder_channels},
                     )

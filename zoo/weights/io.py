@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from zoo.io import atomic_path, atomic_write, jsonable
+from zoo.pretrained import PretrainedCfg, to_timm_cfg
 from zoo.registry import get_entry
 from zoo.weights.errors import CorruptWeightsError
 
@@ -92,11 +93,12 @@ def save_model_dir(
     out.mkdir(parents=True, exist_ok=True)
     if model_args is None:
         model_args = _default_model_args(model, name)
-    cfg = dict(pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", {}) or {})
-    for transient in ("file", "source", "hf_hub_id", "hf_hub_filename", "url", "state_dict"):
-        cfg.pop(transient, None)
-    cfg["architecture"] = name
-    cfg["num_classes"] = int(getattr(model, "num_classes", cfg.get("num_classes", 0)))
+    record = PretrainedCfg.from_dict(
+        pretrained_cfg if pretrained_cfg is not None else getattr(model, "pretrained_cfg", {})
+    )
+    num_classes = int(getattr(model, "num_classes", record.num_classes or 0))
+    transient = dict.fromkeys(("file", "source", "hf_hub_id", "hf_hub_filename", "url", "state_dict"))
+    cfg = to_timm_cfg(record.replace(transient, architecture=name, num_classes=num_classes))
     config = {
         "architecture": name,
         "num_classes": cfg["num_classes"],

@@ -19,6 +19,7 @@ from typing import Any
 from torch import Tensor
 
 from zoo.models._contract import ZooModel
+from zoo.pretrained import PretrainedCfg, to_timm_cfg
 from zoo.registry import get_entry
 from zoo.weights.errors import (
     OFFLINE_HINT,
@@ -124,7 +125,7 @@ def _from_entry(entry: WeightEntry) -> ResolvedWeights:
     path, label = fetch_weights(entry)
     return ResolvedWeights(
         state_dict=load_state_dict_file(path),
-        cfg={**entry.pretrained_cfg(), "file": str(path), "source": label},
+        cfg=to_timm_cfg(entry.record().replace(file=str(path), source=label)),
         model_args=entry.model_args,
         source=label,
         license=entry.license,
@@ -369,11 +370,11 @@ def apply_weights(model: ZooModel, name: str, res: ResolvedWeights) -> None:
         raise IncompatibleWeightsError(f"weights from {res.source} do not fit {name}: {problems}")
     check_weights_filter_size(model, name, _recorded_filter_size(res), res.source)
     model.load_state_dict(state, strict=not any(k in own for k in dropped))
-    cfg = {**model.default_pretrained_cfg(name), **res.cfg}
-    cfg.update(architecture=name, num_classes=model.num_classes)
-    size = cfg.get("input_size", (3, 224, 224))
-    cfg["input_size"] = (model.in_chans, *tuple(size)[1:])
-    model.pretrained_cfg = cfg
+    record = PretrainedCfg.from_dict(model.default_pretrained_cfg(name)).replace(res.cfg)
+    size = record.input_size or (3, 224, 224)
+    model.pretrained_cfg = to_timm_cfg(
+        record.replace(architecture=name, num_classes=model.num_classes, input_size=(model.in_chans, *tuple(size)[1:]))
+    )
     _warn_license(res)
 
 

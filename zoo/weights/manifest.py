@@ -20,9 +20,10 @@ import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from zoo.io import atomic_write
+from zoo.pretrained import PretrainedCfg, to_timm_cfg
 
 __all__ = [
     "MANIFEST_PATH",
@@ -53,6 +54,21 @@ def hub_org(manifest: Manifest | None = None) -> str:
     return os.environ.get(manifest.hub_org_env) or manifest.hub_org
 
 
+T = TypeVar("T")
+
+
+class _Field(Generic[T]):
+    """A read-only attribute of a :class:`WeightEntry` that is its record's value of the same name."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    def __get__(self, entry: WeightEntry | None, owner: type | None = None) -> T:
+        if entry is None:
+            return self  # type: ignore[return-value]  (the class attribute itself)
+        return entry.data[self.key]
+
+
 @dataclass(frozen=True)
 class WeightEntry:
     """One published weight of the manifest (see ``weights_manifest.schema.json`` for the fields)."""
@@ -61,29 +77,18 @@ class WeightEntry:
     data: dict[str, Any] = field(hash=False, repr=False)
     manifest: Manifest = field(hash=False, repr=False, compare=False)
 
-    @property
-    def model(self) -> str:
-        return self.data["model"]
-
-    @property
-    def architecture(self) -> str:
-        return self.data["architecture"]
-
-    @property
-    def filter_size(self) -> int | None:
-        return self.data["filter_size"]
+    # plain values of the expanded record (data[name])
+    model = _Field[str]()
+    architecture = _Field[str]()
+    filter_size = _Field[int | None]()
+    num_classes = _Field[int]()
+    license = _Field[str]()
+    metrics = _Field[dict[str, Any] | None]()
+    preprocess = _Field[dict[str, Any]]()
 
     @property
     def model_args(self) -> dict[str, Any]:
         return dict(self.data["model_args"])
-
-    @property
-    def num_classes(self) -> int:
-        return self.data["num_classes"]
-
-    @property
-    def license(self) -> str:
-        return self.data["license"]
 
     @property
     def license_info(self) -> dict[str, Any]:
@@ -92,14 +97,6 @@ class WeightEntry:
     @property
     def commercial_use(self) -> bool:
         return bool(self.license_info["commercial_use"])
-
-    @property
-    def metrics(self) -> dict[str, Any] | None:
-        return self.data["metrics"]
-
-    @property
-    def preprocess(self) -> dict[str, Any]:
-        return self.data["preprocess"]
 
     @property
     def torchvision_init(self) -> bool:
@@ -133,32 +130,35 @@ class WeightEntry:
     def url_source(self) -> dict[str, Any] | None:
         return next((s for s in self.sources() if s["type"] == "url"), None)
 
-    def pretrained_cfg(self) -> dict[str, Any]:
-        """A timm-style pretrained cfg (``hf_hub_id``, ``url``, ``input_size``, ``crop_pct``, ``mean``, ...)."""
+    def record(self) -> PretrainedCfg:
+        """The weight's metadata and eval preprocessing as a typed record."""
         pre = self.preprocess
         hub = self.hub_source()
         url = self.url_source()
-        cfg: dict[str, Any] = {
-            "architecture": self.model,
-            "tag": self.pretrained_tag,
-            "weights": self.tag,
-            "hf_hub_id": f"{hub['repo_id']}" if hub else None,
-            "hf_hub_filename": hub["filename"] if hub else None,
-            "url": url["url"] if url else None,
-            "num_classes": self.num_classes,
-            "input_size": tuple(pre["input_size"]),
-            "crop_pct": pre["crop_pct"],
-            "crop_mode": "center",
-            "interpolation": pre["interpolation"],
-            "mean": tuple(pre["mean"]),
-            "std": tuple(pre["std"]),
-            "license": self.license,
-            "origin_url": self.data.get("origin_url"),
-            "paper_ids": self.data.get("paper"),
-            "label_set": self.data["labels"],
-            "metrics": self.metrics,
-        }
-        return {k: v for k, v in cfg.items() if v is not None}
+        return PretrainedCfg(
+            architecture=self.model,
+            tag=self.pretrained_tag,
+            weights=self.tag,
+            hf_hub_id=f"{hub['repo_id']}" if hub else None,
+            hf_hub_filename=hub["filename"] if hub else None,
+            url=url["url"] if url else None,
+            num_classes=self.num_classes,
+            input_size=tuple(pre["input_size"]),
+            crop_pct=pre["crop_pct"],
+            crop_mode="center",
+            interpolation=pre["interpolation"],
+            mean=tuple(pre["mean"]),
+            std=tuple(pre["std"]),
+            license=self.license,
+            origin_url=self.data.get("origin_url"),
+            paper_ids=self.data.get("paper"),
+            label_set=self.data["labels"],
+            metrics=self.metrics,
+        )
+
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """A timm-style pretrained cfg (``hf_hub_id``, ``url``, ``input_size``, ``crop_pct``, ``mean``, ...)."""
+        return to_timm_cfg(self.record())
 
 
 @dataclass(frozen=True)

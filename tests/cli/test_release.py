@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support.weights_testlib import MODEL, TAG, TEST_ORG, logits, write_manifest
+from support.weights_testlib import MODEL, TAG, TEST_ORG, all_sources_down_error, logits, write_manifest
 
 import zoo
 from zoo.cli import main
@@ -254,11 +254,8 @@ def test_torchvision_initialised_load_is_exactly_torchvisions_weights(hub, env, 
 
 
 def test_no_reachable_source_names_the_torchvision_tag_and_doctor(hub, env, fast_retries, monkeypatch):
-    hub.fault(status=503)
-    monkeypatch.setenv("ZOO_DOWNLOAD_RETRIES", "1")
-    with pytest.raises(WeightsUnavailableError) as info:
-        zoo.create(MODEL, pretrained=True)
-    message = str(info.value)
+    error = all_sources_down_error(hub, monkeypatch)
+    message = str(error)
     assert "pretrained='mobilenet_v2_aa4.tv2_in1k'" in message and "zoo doctor mobilenet_v2_aa4" in message
 
 
