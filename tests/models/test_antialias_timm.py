@@ -202,3 +202,24 @@ def test_unplaceable_module_in_a_timm_model_raises_and_rewrites_nothing() -> Non
     with pytest.raises(ValueError, match=r"strided modules layer2\.0\.downsample\.conv of timm\.models\.resnet\.Res"):
         zoo.antialias(model, inplace=True)
     assert model.layer2[0].conv1.stride == (2, 2) and model.maxpool.stride == 2 and not _blur_sites(model)
+
+
+def test_resnet18_matches_the_hand_built_official_placement() -> None:
+    """timm's resnet18 is torchvision's: its rewrite gives the oracle-verified ``resnet18_aa4`` logits."""
+    base = _build("resnet18")
+    ref = zoo.create("resnet18_aa4").eval()
+    ref.load_state_dict(base.state_dict(), strict=True)
+    x = _input()
+    with torch.no_grad():
+        assert _close(zoo.antialias(base).eval()(x), ref(x))
+
+
+@pytest.mark.parametrize("name", ["mobilenetv3_small_100", pytest.param("efficientnet_b0", marks=pytest.mark.slow)])
+def test_slot_blocks_match_timm_own_aa_layer(name: str) -> None:
+    """timm builds these with ``aa_layer`` in the same slots (stem kept, no strided shortcut): same logits."""
+    base = _build(name)
+    ref = _build(name, aa_layer=BlurPool2d)
+    ref.load_state_dict(base.state_dict(), strict=True)
+    x = _input()
+    with torch.no_grad():
+        assert _close(zoo.antialias(base).eval()(x), ref(x))
