@@ -20,6 +20,7 @@ SLOW = [
     "resnet50",
     "resnet50d",
     "resnetv2_50",
+    "resnetv2_50d",  # DownsampleAvg: the average pool outside a Sequential
     "efficientnet_b0",
     "mobilenetv3_small_100",
     "mobilenetv3_large_100",
