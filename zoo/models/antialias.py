@@ -5,8 +5,10 @@ conv at stride 1, its norm and activation, then blur(s); a strided conv with a n
 stride 1, norm, blur(s); AvgPool(s) -> blur(s); a strided 1x1 conv -> blur(s), then the 1x1 conv; a stem conv of
 stride > 2 (AlexNet, ConvNeXt's patchify stem with ``aa_stem``) -> conv at half its stride, then blur(2). Adaptive
 pools are left alone; the stem conv stays strided unless ``aa_stem`` (or its stride is > 2 and an activation
-follows: AlexNet). Known blocks with a functional ReLU or max-pool (``zoo.models.rules``) get a swapped forward.
-State-dict keys do not change (blur layers hold only non-persistent buffers).
+follows: AlexNet). Known blocks with a functional ReLU or max-pool (``zoo.models.rules``) get a swapped forward;
+timm blocks with an ``aa`` slot get the blur in that slot, and blocks whose strided conv feeds a norm + activation
+module (timm's ``BatchNormAct2d``) get the blur after that module (``zoo.models.rules``). State-dict keys do not
+change (blur layers hold only non-persistent buffers).
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from zoo.layers import BlurPool2d, MaxBlurPool2d
-from zoo.models.rules import BLOCK_BLUR_AFTER, CONV_ACT_BLOCKS, FUNCTIONAL_POOL_BLOCKS, MAXPOOL_OVERRIDES
+from zoo.models.rules import (
+    BLOCK_BLUR_AFTER,
+    BLUR_AFTER_BLOCKS,
+    CONV_ACT_BLOCKS,
+    CONV_BLUR_AFTER,
+    FUNCTIONAL_POOL_BLOCKS,
+    MAXPOOL_OVERRIDES,
+    SLOT_BLOCKS,
+)
 
 __all__ = ["antialias"]
 
@@ -131,6 +141,20 @@ def antialias(
                     _prepend_blur(ds, 0, blur(proj.in_channels, stride))
 
                 edits.append(edit_proj)
+        if name in SLOT_BLOCKS or name in BLUR_AFTER_BLOCKS:
+            conv_attr, target = SLOT_BLOCKS[name] if name in SLOT_BLOCKS else BLUR_AFTER_BLOCKS[name]
+            conv = getattr(mod, conv_attr, None)
+            if _rewritable(conv, placed) and _pair(conv.kernel_size) != (1, 1):
+                if name in SLOT_BLOCKS and _empty_slot(getattr(mod, target, None)):
+                    placed.add(id(conv))
+                    edits.append(_slot_edit(mod, conv, target, blur))
+                elif name in BLUR_AFTER_BLOCKS:
+                    placed.add(id(conv))
+                    edits.append(_after_edit(conv, mod, target, blur))
+        if (root, path) in CONV_BLUR_AFTER and _rewritable(mod, placed):
+            placed.add(id(mod))
+            parent_path, _, key = CONV_BLUR_AFTER[(root, path)].rpartition(".")
+            edits.append(_after_edit(mod, model.get_submodule(parent_path), key, blur))
         if name in CONV_ACT_BLOCKS and _pair(mod.conv.stride) != (1, 1) and not (stem_kept and mod.conv is first_conv):
             placed.add(id(mod.conv))
             edits.append(_conv_act_block_edit(mod, blur))
@@ -169,16 +193,95 @@ def antialias(
             over = MAXPOOL_OVERRIDES.get((root, path), {})
             edits.append(_pool_edit(parent, key, mod, over, filter_size, pad_mode, aa_layer, blur))
 
-    missing = [
-        p
-        for p, m in model.named_modules()
-        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and _pair(m.stride) != (1, 1) and id(m) not in placed
-    ]
+    for path, mod in model.named_modules():  # rules that hold wherever the module sits
+        if id(mod) in placed or not path:
+            continue
+        if _rewritable(mod, placed) and _pair(mod.kernel_size) == (1, 1):  # DownsampleConv, ConvNormAct 1x1
+            placed.add(id(mod))
+            edits.append(_prepend_edit(mod, blur))
+        elif isinstance(mod, nn.AvgPool2d) and _pair(mod.stride) != (1, 1):  # DownsampleAvg.pool
+            parent_path, _, key = path.rpartition(".")
+            placed.add(id(mod))
+            edits.append(_avg_edit(model.get_submodule(parent_path), key, mod, blur))
+
+    missing = [p for p, m in model.named_modules() if _subsamples(m) and id(m) not in placed]
     if missing:
         raise ValueError(f"antialias: cannot place blur for strided modules {', '.join(missing)} of {root}")
     for e in edits:
         e()
     return model
+
+
+def _rewritable(conv: object, placed: set[int]) -> bool:
+    """A strided ``nn.Conv2d`` (or subclass: timm's ``Conv2dSame``, ``StdConv2d``) that no rule has placed yet."""
+    return isinstance(conv, nn.Conv2d) and _pair(conv.stride) != (1, 1) and id(conv) not in placed
+
+
+def _subsamples(m: nn.Module) -> bool:
+    """Strided convs and pools, and any other module with weights and a stride (timm's ``CondConv2d``)."""
+    if isinstance(m, nn.modules.conv._ConvTransposeNd) or not hasattr(m, "stride"):
+        return False
+    if not isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.LPPool2d)) and "weight" not in m._parameters:
+        return False
+    s = m.stride
+    return any(int(v) != 1 for v in (s if isinstance(s, (tuple, list)) else (s,)))
+
+
+def _empty_slot(slot: object) -> bool:
+    """timm's disabled ``aa`` slot: ``nn.Identity`` (blocks) or ``None`` (``ConvNormAct``)."""
+    return slot is None or type(slot) is nn.Identity
+
+
+def _slot_edit(block: nn.Module, conv: nn.Conv2d, slot: str, blur: Callable) -> Callable[[], None]:
+    """Conv at stride 1 (half a stride > 2); the block's own ``aa`` slot, after its norm + act, holds the blur."""
+
+    def edit() -> None:
+        dense, rest = _stride_split(_pair(conv.stride))
+        conv.stride = dense
+        setattr(block, slot, blur(conv.out_channels, rest))
+
+    return edit
+
+
+def _stateless(m: nn.Module) -> bool:
+    return not any(True for _ in m.parameters()) and not any(True for _ in m.buffers())
+
+
+def _after_edit(conv: nn.Conv2d, parent: nn.Module, key: str, blur: Callable) -> Callable[[], None]:
+    """Conv at stride 1 (half a stride > 2), then the blur on the output of ``parent.<key>`` (its norm + act, or the
+    conv itself), without changing state-dict keys: inserted after it when ``parent`` is a ``Sequential``; a
+    stateless module (an activation) becomes ``Sequential(act, blur)``; a norm holding a stateless ``act`` (timm's
+    ``BatchNormAct2d``) gets ``act`` wrapped so; anything else runs the blur in a subclass forward (not scriptable:
+    ``torch.jit.script`` then raises ``TypeError``)."""
+
+    def edit() -> None:
+        dense, rest = _stride_split(_pair(conv.stride))
+        conv.stride = dense
+        layer = blur(conv.out_channels, rest)
+        target = getattr(parent, key)
+        act = getattr(target, "act", None)
+        if isinstance(parent, nn.Sequential):
+            _insert_after(parent, key, f"{key}_aa", layer)
+        elif _stateless(target):
+            setattr(parent, key, nn.Sequential(target, layer))
+        elif isinstance(act, nn.Module) and _stateless(act):
+            target.act = nn.Sequential(act, layer)
+        else:
+            target.aa = layer
+            base = type(target)
+
+            def forward(self: nn.Module, x: Tensor) -> Tensor:
+                return self.aa(base.forward(self, x))
+
+            def refuse(self: nn.Module) -> nn.Module:
+                raise TypeError(f"antialias: torch.jit.script is not supported for {base.__name__} with a blur after "
+                                "it; use torch.jit.trace or torch.fx")  # fmt: skip
+
+            target.__class__ = type(
+                f"Blurred{base.__name__}", (base,), {"forward": forward, "__prepare_scriptable__": refuse}
+            )
+
+    return edit
 
 
 def _stem_kept(model: nn.Module, stem: nn.Conv2d) -> bool:
@@ -233,9 +336,23 @@ def _prepend_edit(conv: nn.Conv2d, blur: Callable) -> Callable[[], None]:
         stride = _pair(conv.stride)
         conv.stride = (1, 1)
         conv.blur = blur(conv.in_channels, stride)
-        conv.__class__ = type(f"Blur{type(conv).__name__}", (type(conv),), {"forward": _blur_first_forward})
+        _swap_blur_first(conv)
 
     return edit
+
+
+def _swap_blur_first(conv: nn.Conv2d) -> None:
+    """``conv`` runs ``conv.blur`` on its input first; a subclass of ``nn.Conv2d`` (timm's ``StdConv2d``,
+    ``Conv2dSame``) keeps its own forward after the blur."""
+    base = type(conv)
+    if base is nn.Conv2d:
+        forward = _blur_first_forward
+    else:
+
+        def forward(self: nn.Conv2d, x: Tensor) -> Tensor:
+            return base.forward(self, self.blur(x))
+
+    conv.__class__ = type(f"Blur{base.__name__}", (base,), {"forward": forward})
 
 
 def _conv_act_block_edit(block: nn.Module, blur: Callable) -> Callable[[], None]:
@@ -265,7 +382,7 @@ def _prepend_blur(seq: nn.Sequential, index: int, layer: nn.Module) -> None:
     """Run ``layer`` before ``seq[index]`` without changing state-dict keys (a forward pre-hook free wrapper)."""
     conv = seq[index]
     conv.blur = layer
-    conv.__class__ = type(f"Blur{type(conv).__name__}", (type(conv),), {"forward": _blur_first_forward})
+    _swap_blur_first(conv)
 
 
 def _blur_first_forward(self: nn.Conv2d, x: Tensor) -> Tensor:
