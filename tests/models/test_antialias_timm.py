@@ -12,6 +12,7 @@ import torch.fx
 from torch import nn
 
 import zoo
+from tests.support.strided import stride_pair, strided_left
 from zoo.layers import BlurPool2d, MaxBlurPool2d
 
 DEFAULT = "resnet18d"  # ResNet-D: deep stem, average-pool shortcuts, BasicBlock aa slots, timm's stem max-pool
@@ -49,24 +50,6 @@ def _input(n: int = 2, size: int = 64) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 
-def _stride(m: nn.Module) -> tuple[int, int]:
-    s = m.stride
-    return (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
-
-
-def _strided(model: nn.Module, skip: str | None) -> list[str]:
-    """Subsampling outside a blur layer: strided conv / pool modules, and strided pools called in forward."""
-    left = [p for p, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))
-            and _stride(m) != (1, 1) and p != skip]  # fmt: skip
-    pools = (nn.functional.max_pool2d, nn.functional.avg_pool2d, torch.max_pool2d, torch._C._nn.avg_pool2d)
-    for node in torch.fx.symbolic_trace(model).graph.nodes:
-        if node.op == "call_function" and node.target in pools:
-            stride = node.kwargs.get("stride", node.args[2] if len(node.args) > 2 else None)
-            if stride not in (1, (1, 1), [1, 1]):
-                left.append(node.name)
-    return left
-
-
 def _blur_sites(model: nn.Module) -> list[str]:
     """Blur layers (a MaxBlurPool2d counts once, not with its inner BlurPool2d)."""
     inner = {id(m.blur) for m in model.modules() if isinstance(m, MaxBlurPool2d)}
@@ -97,16 +80,16 @@ def test_every_subsampling_blurred_once(name: str) -> None:
     base = _build(name)
     stem = base.pretrained_cfg["first_conv"]
     assert isinstance(base.get_submodule(stem), nn.Conv2d)
-    sites = _strided(base, stem)
+    sites = strided_left(base, stem)
     assert sites and not _blur_sites(base)
     aa = zoo.antialias(base)
-    assert _strided(aa, stem) == [] and len(_blur_sites(aa)) == len(sites)
+    assert strided_left(aa, stem) == [] and len(_blur_sites(aa)) == len(sites)
     assert aa.get_submodule(stem).stride == base.get_submodule(stem).stride  # stem kept strided by default
     full = zoo.antialias(base, aa_stem=True)
     assert len(_blur_sites(full)) == len(sites) + 1
-    s = _stride(base.get_submodule(stem))
-    assert _stride(full.get_submodule(stem)) == ((1, 1) if max(s) <= 2 else (s[0] // 2, s[1] // 2))
-    assert _strided(full, None if max(s) <= 2 else stem) == []
+    s = stride_pair(base.get_submodule(stem))
+    assert stride_pair(full.get_submodule(stem)) == ((1, 1) if max(s) <= 2 else (s[0] // 2, s[1] // 2))
+    assert strided_left(full, None if max(s) <= 2 else stem) == []
     again = zoo.antialias(aa)  # already anti-aliased: nothing is blurred twice
     assert _blur_sites(again) == _blur_sites(aa)
 
@@ -162,7 +145,7 @@ def test_blur_after_a_stateful_module_refuses_script_loudly() -> None:
     aa.load_state_dict(base.state_dict(), strict=True)
     x = _input()
     with torch.no_grad():
-        assert _close(torch.fx.symbolic_trace(aa)(x), aa(x)) and _strided(aa, "stem.conv") == []
+        assert _close(torch.fx.symbolic_trace(aa)(x), aa(x)) and strided_left(aa, "stem.conv") == []
     with pytest.raises(TypeError, match=r"torch\.jit\.script is not supported.*torch\.jit\.trace"):
         torch.jit.script(aa)
 
@@ -177,7 +160,7 @@ def test_timm_aa_layer_is_not_blurred_twice() -> None:
     added = [p for p, m in aa.named_modules() if isinstance(m, (BlurPool2d, MaxBlurPool2d))]
     assert added == [f"layer{i}.0.downsample.0.blur" for i in (2, 3, 4)]  # only the unblurred shortcuts
     assert isinstance(aa.layer2[0].aa, timm.layers.BlurPool2d) and aa.maxpool[0].stride == 1
-    assert _strided(aa, "conv1") == []
+    assert strided_left(aa, "conv1") == []
     with torch.no_grad():
         assert aa(_input()).shape == (2, 1000)
 

@@ -34,7 +34,13 @@ TORCHVISION = [
     "squeezenet1_1_aa4_aps",
     "squeezenet1_0_aps",
     "convnext_tiny_aa4_aps",
+    "regnet_x_400mf_aa4_aps",
+    "regnet_y_400mf_aps",
+    "shufflenet_v2_x1_0_aps",
+    "inception_v3_aa4_aps",
 ]
+# torchvision blocks rewritten by ``share_phases`` / ``circular_pools``: one name per family in the default suite
+SHARED = ["regnet_x_400mf_aps", "regnet_y_400mf_aa4_aps", "shufflenet_v2_x0_5_aa4_aps", "inception_v3_aps"]
 
 
 def _size(model: torch.nn.Module, name: str) -> int:
@@ -104,13 +110,10 @@ def test_names_and_arguments() -> None:
     model = zoo.create("resnet18_aps")
     assert model.sampling == "aps" and model.pad_mode == "circular" and model.aa_stem
     assert model.conv1.padding_mode == "circular"
-    with pytest.raises(KeyError, match=r"APS sampling \(_aps\) is offered for the resnet, vgg"):
-        get_entry("shufflenet_v2_x1_0_aps")
     assert zoo.create("convnext_tiny_aps").min_input_size == 96  # 3x3 last map for its 7x7 circular convs
     assert zoo.create("mobilenet_v3_small_aps").min_input_size == 64  # 5x5 circular convs on the 2x2 map of 32 px
     assert zoo.create("resnet18_aa4_aps").min_input_size == 32
-    with pytest.raises(KeyError, match="not regnet"):
-        get_entry("regnet_y_400mf_aa4_aps")
+    assert get_entry("regnet_y_400mf_aa4_aps").sampling == "aps"
     with pytest.raises(KeyError, match="unknown model"):
         get_entry("resnet18_aps_aps")
     assert zoo.create("resnet18_aa4", sampling="aps").name == "resnet18_aa4_aps"
@@ -118,6 +121,47 @@ def test_names_and_arguments() -> None:
         zoo.create("resnet18", sampling="polyphase")
     with pytest.raises(ValueError, match="aa_stem=False is not available"):
         zoo.create("resnet18_aps", aa_stem=False)
+
+
+def test_families_without_aps_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("zoo.registry.aps_family", lambda family, variant: None)  # a family registered without APS
+    with pytest.raises(KeyError, match=r"APS sampling \(_aps\) is offered for the resnet, vgg"):
+        get_entry("shufflenet_v2_x1_0_aps")
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_blocks_with_parallel_strided_branches_are_exactly_invariant(name: str) -> None:
+    """float64 rounding only (the unshared ShuffleNet is off by ~1e-7 only, hence the tight bound)."""
+    model = _model(name, num_classes=7)
+    size = max(64, model.min_input_size)
+    assert _relative_change(model, torch.randn(2, 3, size, size, dtype=torch.float64)) < 1e-12
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_branches_choosing_their_own_phase_break_invariance(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the block rewrites (every ``ApsDown2d`` picks its own phase; zero-padded functional pools) the
+    same models are not invariant."""
+    size = max(64, _model(name, num_classes=7).min_input_size)
+    monkeypatch.setattr("zoo.models.aps._rewrite_blocks", lambda model: None)
+    model = _model(name, num_classes=7)
+    model.min_input_size = size  # unshared, the walk counts every branch's subsampling: 512 px for Inception
+    assert _relative_change(model, torch.randn(2, 3, size, size, dtype=torch.float64)) > 1e-9
+
+
+def test_shared_phase_blocks_keep_keys_and_export() -> None:
+    warnings.simplefilter("ignore")
+    twin = zoo.create("regnet_y_400mf_aa4", num_classes=5)
+    model = zoo.create("regnet_y_400mf_aa4_aps", num_classes=5)
+    assert list(twin.state_dict()) == list(model.state_dict())
+    model.load_state_dict(twin.state_dict(), strict=True)
+    model.eval()
+    x, other = torch.randn(2, 3, 64, 64), torch.roll(torch.randn(2, 3, 64, 64), 3, 2)
+    with torch.no_grad():
+        ref = model(other)
+        assert torch.allclose(torch.jit.trace(model, x)(other), ref, atol=1e-6)
+        assert torch.allclose(torch.fx.symbolic_trace(model)(other), ref, atol=1e-6)
+    with pytest.raises(TypeError, match=r"torch\.jit\.script is not supported for the torchvision_cnn family"):
+        torch.jit.script(model)  # the family refuses TorchScript, APS or not
 
 
 def test_script_trace_and_fx_equal_eager() -> None:
@@ -180,7 +224,7 @@ def test_torchvision_families_are_exactly_invariant(name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ONE_PER_FAMILY[:5])
+@pytest.mark.parametrize("name", [*ONE_PER_FAMILY[:5], *SHARED[:3]])
 def test_unet_on_every_family_is_exactly_equivariant(name: str) -> None:
     model = _model(f"unet_{name}", num_classes=3)
     x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
@@ -198,7 +242,9 @@ def test_compile_equals_eager(name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18_aps", "mobilenet_v2_aps", "densenet121_aa2_aps", "vgg11_aps"])
+@pytest.mark.parametrize(
+    "name", ["resnet18_aps", "mobilenet_v2_aps", "densenet121_aa2_aps", "vgg11_aps", "shufflenet_v2_x0_5_aa4_aps"]
+)
 def test_both_onnx_exporters_equal_eager(name: str) -> None:
     model = zoo.create(name, num_classes=5).eval()
     x, other = torch.randn(2, 3, 64, 64), torch.roll(torch.randn(2, 3, 64, 64), 1, 2)

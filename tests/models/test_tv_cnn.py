@@ -15,6 +15,7 @@ import torchvision
 from torch import nn
 
 import zoo
+from tests.support.strided import strided_left
 from zoo.models.torchvision_cnn import _ARCHS, VARIANTS
 from zoo.registry import FILTER_SIZES, list_models
 
@@ -65,6 +66,10 @@ def _pair(arch: str, scramble: bool = True) -> tuple[nn.Module, nn.Module]:
     return base, aa
 
 
+def _strided(model: nn.Module) -> list[str]:
+    return strided_left(model, skip=getattr(model, "first_conv", None))
+
+
 def test_every_arch_registered() -> None:
     assert len(_ARCHS) == 42 and set(VARIANTS) == set(_ARCHS)
     for arch in _ARCHS:
@@ -88,20 +93,6 @@ def test_torchvision_weights_load_strictly_and_shapes_hold(arch: str) -> None:
         assert torch.allclose(base(x), want, atol=1e-5)  # the baseline twin is torchvision's model
         assert aa(x).shape == want.shape
         assert aa.forward_features(x).shape[1] == base.forward_features(x).shape[1] == aa.num_features
-
-
-def _strided(model: nn.Module) -> list[str]:
-    """Subsampling outside a blur layer: strided conv / pool modules, and strided pools called in forward."""
-    left = [p for p, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))
-            and tuple(m.stride if isinstance(m.stride, tuple) else (m.stride, m.stride)) != (1, 1)
-            and "BlurPool" not in type(m).__name__ and p != model.first_conv]  # fmt: skip
-    pools = (nn.functional.max_pool2d, nn.functional.avg_pool2d, torch.max_pool2d, torch._C._nn.avg_pool2d)
-    for node in torch.fx.symbolic_trace(model).graph.nodes:
-        if node.op == "call_function" and node.target in pools:
-            stride = node.kwargs.get("stride", node.args[2] if len(node.args) > 2 else None)
-            if stride not in (1, (1, 1), [1, 1]):
-                left.append(node.name)
-    return left
 
 
 @pytest.mark.parametrize("arch", [*SMALLEST, *(pytest.param(a, marks=pytest.mark.slow) for a in SLOW_FULL)])

@@ -36,6 +36,8 @@ __all__ = [
     "APS_NORMS",
     "ApsConv2d",
     "ApsDown2d",
+    "ApsFollow2d",
+    "ApsLead2d",
     "ApsMaxPool2d",
     "CircularConv2d",
     "aps_phase",
@@ -133,6 +135,37 @@ class ApsDown2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.channels}, filter_size={self.filter_size}, stride={self.stride}, p={self.p}"
+
+
+class ApsLead2d(ApsDown2d):
+    """An ``ApsDown2d`` whose phase other branches of its block reuse: ``forward`` returns ``(map, phase)``."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        y, phase = self.forward_phase(x)
+        if self.keep_phase:
+            self._record(phase)
+        return y, phase
+
+
+class ApsFollow2d(nn.Module):
+    """The low-pass of an ``ApsDown2d``, then the component at a phase chosen elsewhere (``forward(x, phase)``).
+
+    A block with parallel strided branches (RegNet's projection, ShuffleNet's two branches, Inception's reduction
+    blocks) subsamples every branch at the phase of its first one, so the branches stay aligned under any shift.
+    """
+
+    def __init__(self, down: ApsDown2d) -> None:
+        super().__init__()
+        self.channels = down.channels
+        self.filter_size = down.filter_size
+        self.stride = down.stride
+        self.blur = down.blur
+
+    def forward(self, x: Tensor, phase: Tensor) -> Tensor:
+        return aps_select(self.blur(x), phase, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, filter_size={self.filter_size}, stride={self.stride}"
 
 
 class ApsMaxPool2d(nn.Module):

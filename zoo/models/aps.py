@@ -9,22 +9,30 @@ so every subsampling is a ``BlurPool2d``/``MaxBlurPool2d``/``BlurConv2d`` after 
 - ``MaxBlurPool2d`` -> ``ApsMaxPool2d`` (circularly padded dense max-pool, then ``ApsDown2d``);
 - a conv still strided (AlexNet's conv1) -> ``ApsConv2d``;
 - a ResNet block that subsamples -> ``ApsBasicBlock``/``ApsBottleneck``: its projection shortcut takes the
-  phase the main path chose (``aps_select``), so the two branches stay aligned under any shift.
+  phase the main path chose (``aps_select``), so the two branches stay aligned under any shift;
+- a torchvision block with parallel strided branches (``PHASE_SHARED_BLOCKS``: RegNet, ShuffleNet V2, Inception
+  v3's reduction blocks) -> an ``fx.GraphModule`` whose branches all take the first branch's phase
+  (``share_phases``); Inception's zero-padded functional average pools -> circularly padded (``circular_pools``).
 
 Exact invariance holds for the global-average-pool heads (ResNet, DenseNet, MobileNet). VGG and AlexNet flatten
 an adaptive 7x7 (6x6) pool into an MLP, which is position-dependent: they are invariant when the last map is
-1x1 (a 32x32 input). Offered for the hand-built families (``APS_FAMILIES``) and the torchvision CNN families in
-``APS_TORCHVISION``.
+1x1 (a 32x32 input). Offered for the hand-built families (``APS_FAMILIES``) and the torchvision CNN families
+(``APS_TORCHVISION``).
 """
 
 from __future__ import annotations
 
+import operator
+
 import torch.fx
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.layers import (
     ApsConv2d,
     ApsDown2d,
+    ApsFollow2d,
+    ApsLead2d,
     ApsMaxPool2d,
     BlurConv2d,
     BlurPool2d,
@@ -34,16 +42,54 @@ from zoo.layers import (
 )
 from zoo.models.resnet import BasicBlock, Bottleneck
 
-__all__ = ["APS_FAMILIES", "APS_TORCHVISION", "ApsBasicBlock", "ApsBottleneck", "ApsProjection", "aps_family", "to_aps"]
+__all__ = [
+    "APS_FAMILIES",
+    "APS_TORCHVISION",
+    "FUNCTIONAL_POOL_BLOCKS",
+    "PHASE_SHARED_BLOCKS",
+    "ApsBasicBlock",
+    "ApsBottleneck",
+    "ApsProjection",
+    "aps_family",
+    "circular_pools",
+    "share_phases",
+    "to_aps",
+]
 
 torch.fx.wrap("aps_select")  # fx keeps the selection as one call (its padding branch reads the shape)
 
 APS_FAMILIES: tuple[str, ...] = ("resnet", "vgg", "densenet", "mobilenet")
-# torchvision CNNs (``zoo.models.torchvision_cnn``) whose every subsampling lies on a single path. Left out,
-# measured not invariant: regnet, shufflenet and inception_v3 (parallel strided branches or a strided shortcut
-# would choose their phases independently; sharing the phase of a block's main path, as ``ApsBasicBlock`` does,
-# is not done for them).
-APS_TORCHVISION: tuple[str, ...] = ("efficientnet", "mnasnet", "googlenet", "squeezenet", "convnext")
+# torchvision CNN families (``zoo.models.torchvision_cnn``); blocks with parallel strided branches share one phase.
+APS_TORCHVISION: tuple[str, ...] = (
+    "efficientnet",
+    "mnasnet",
+    "googlenet",
+    "squeezenet",
+    "convnext",
+    "regnet",
+    "shufflenet",
+    "inception",
+)
+# Blocks whose parallel branches each subsample (class qualified names, matched along the class's MRO, since
+# ``zoo.antialias`` may have swapped a block's class for a subclass): every branch takes the phase of the first
+# one in the block's execution order (``share_phases``).
+PHASE_SHARED_BLOCKS: frozenset[str] = frozenset(
+    {
+        "torchvision.models.regnet.ResBottleneckBlock",  # projection shortcut + strided main path
+        "torchvision.models.shufflenetv2.InvertedResidual",  # two strided branches, concatenated
+        "torchvision.models.inception.InceptionB",  # two strided convs and a max-pool, concatenated
+        "torchvision.models.inception.InceptionD",
+    }
+)
+# Blocks that call ``F.avg_pool2d(x, 3, 1, padding=1)`` in ``forward`` (zero padding, which does not commute with
+# circular shifts): the pool runs over a circularly padded map instead (``circular_pools``).
+FUNCTIONAL_POOL_BLOCKS: frozenset[str] = frozenset(
+    {
+        "torchvision.models.inception.InceptionA",
+        "torchvision.models.inception.InceptionC",
+        "torchvision.models.inception.InceptionE",
+    }
+)
 
 
 def aps_family(family: str, variant: dict) -> str | None:
@@ -101,6 +147,85 @@ class ApsBottleneck(Bottleneck):
 _PHASE_BLOCKS: dict[type[nn.Module], type[nn.Module]] = {BasicBlock: ApsBasicBlock, Bottleneck: ApsBottleneck}
 
 
+class _BranchTracer(torch.fx.Tracer):
+    """Traces a block down to its ``ApsDown2d`` calls: a module holding none is a leaf."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, ApsDown2d) or not any(isinstance(d, ApsDown2d) for d in m.modules())
+
+
+def _listed(block: nn.Module, table: frozenset[str]) -> bool:
+    return any(f"{c.__module__}.{c.__qualname__}" in table for c in type(block).__mro__)
+
+
+def _pool_args(node: torch.fx.Node) -> tuple[torch.fx.Node, int, int, int]:
+    """``(input, kernel, stride, padding)`` of an ``F.avg_pool2d`` call with integer arguments."""
+    names = ("input", "kernel_size", "stride", "padding")
+    args = {**dict(zip(names, node.args)), **node.kwargs}
+    if set(args) - {*names, "count_include_pad"} or not args.get("count_include_pad", True):
+        raise ValueError(f"APS cannot make this average pool circular: {node.format_node()}")
+    kernel, stride, padding = args["kernel_size"], args.get("stride") or args["kernel_size"], args.get("padding", 0)
+    if not all(isinstance(v, int) for v in (kernel, stride, padding)) or stride != 1:
+        raise ValueError(f"APS needs a stride-1 average pool with integer sizes, got {node.format_node()}")
+    return args["input"], kernel, stride, padding
+
+
+def circular_pools(block: nn.Module) -> nn.Module:
+    """``block`` as an ``fx.GraphModule`` whose zero-padded functional stride-1 average pools pool a circularly
+    padded map instead (same size out). Module paths, hence state-dict keys, are kept."""
+    graph = _BranchTracer().trace(block)
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target is F.avg_pool2d:
+            x, kernel, _, padding = _pool_args(node)
+            if padding:
+                with graph.inserting_before(node):
+                    padded = graph.call_function(F.pad, (x, [padding] * 4), {"mode": "circular"})
+                node.args, node.kwargs = (padded, kernel, 1, 0), {}
+    graph.lint()
+    return torch.fx.GraphModule(block, graph, class_name=f"Aps{type(block).__name__}")
+
+
+def share_phases(block: nn.Module) -> nn.Module:
+    """``block`` as an ``fx.GraphModule`` in which every ``ApsDown2d`` after the first (in execution order) is an
+    ``ApsFollow2d`` at the first one's phase (an ``ApsLead2d``). Module paths, hence state-dict keys, are kept.
+    A block with fewer than two subsamplings (a stride-1 block) is returned as it is."""
+    if not any(isinstance(m, ApsDown2d) for m in block.modules()):
+        return block
+    graph = _BranchTracer().trace(block)
+    downs = [n for n in graph.nodes if n.op == "call_module" and isinstance(block.get_submodule(n.target), ApsDown2d)]
+    if len(downs) < 2:
+        return block
+    lead = downs[0]
+    leader = block.get_submodule(lead.target)
+    for node in downs[1:]:
+        down = block.get_submodule(node.target)
+        if down.stride != leader.stride:
+            raise ValueError(f"{type(block).__name__}: branches subsample by {leader.stride} and {down.stride}")
+    leader.__class__ = ApsLead2d
+    with graph.inserting_after(lead):
+        out = graph.call_function(operator.getitem, (lead, 0))
+    lead.replace_all_uses_with(out, delete_user_cb=lambda user: user is not out)
+    with graph.inserting_after(out):
+        phase = graph.call_function(operator.getitem, (lead, 1))
+    for node in downs[1:]:
+        parent, _, key = node.target.rpartition(".")
+        follower = block.get_submodule(parent) if parent else block
+        setattr(follower, key, ApsFollow2d(follower.get_submodule(key)))
+        node.args = (*node.args, phase)
+    graph.lint()
+    return torch.fx.GraphModule(block, graph, class_name=f"Aps{type(block).__name__}")
+
+
+def _rewrite_blocks(model: nn.Module) -> None:
+    for name, child in list(model.named_children()):
+        if _listed(child, PHASE_SHARED_BLOCKS):
+            setattr(model, name, share_phases(child))
+        elif _listed(child, FUNCTIONAL_POOL_BLOCKS):
+            setattr(model, name, circular_pools(child))
+        else:
+            _rewrite_blocks(child)
+
+
 def _replacement(module: nn.Module, p: int) -> nn.Module | None:
     if isinstance(module, MaxBlurPool2d):
         b = module.blur
@@ -155,6 +280,9 @@ def _min_input(model: nn.Module) -> int:
         if isinstance(module, ApsProjection):  # its blur runs before the phase: on the block's input map
             need = max(need, reduction // module.stride_aps * _circular_pad(module.blur))
             done.add(id(module.blur))
+        if isinstance(module, ApsFollow2d):  # a parallel branch, on the map its leader (counted first) divided
+            need = max(need, reduction // module.stride * _circular_pad(module.blur))
+            done.add(id(module.blur))
         if isinstance(module, ApsDown2d):  # its blur runs before it subsamples
             need = max(need, reduction * _circular_pad(module.blur))
             done.add(id(module.blur))
@@ -172,6 +300,7 @@ def to_aps(model: nn.Module, p: int = 2) -> nn.Module:
         if cls is not None and not isinstance(module.aa, nn.Identity):
             module.__class__ = cls
     _swap(model, p)
+    _rewrite_blocks(model)
     for module in model.modules():
         if type(module) is nn.Conv2d and any(module.padding) and module.padding_mode == "zeros":
             module.padding_mode = "circular"

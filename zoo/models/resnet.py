@@ -8,6 +8,7 @@ State-dict keys are torchvision's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
@@ -30,7 +31,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-class BasicBlock(nn.Module):
+class _ResBlock(nn.Module):
+    """A residual block: ``_layers`` builds the main path, with ``aa(channels)`` after the strided conv's ReLU
+    (a blur, or ``Identity`` for torchvision's model, whose conv is then strided); the shortcut comes last."""
+
     expansion = 1
 
     def __init__(
@@ -45,16 +49,31 @@ class BasicBlock(nn.Module):
         pad_mode: str,
     ) -> None:
         super().__init__()
+        dense_stride = 1 if filter_size is not None else stride
+        self._layers(
+            inplanes,
+            planes,
+            dense_stride,
+            groups,
+            base_width,
+            lambda c: blur_or_identity(c, filter_size, stride, pad_mode),
+        )
+        self.downsample = downsample
+
+    def _layers(self, inplanes: int, planes: int, stride: int, groups: int, base_width: int, aa: Callable) -> None:
+        raise NotImplementedError
+
+
+class BasicBlock(_ResBlock):
+    def _layers(self, inplanes: int, planes: int, stride: int, groups: int, base_width: int, aa: Callable) -> None:
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock only supports groups=1 and width_per_group=64")
-        dense_stride = 1 if filter_size is not None else stride
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=dense_stride, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.aa = blur_or_identity(planes, filter_size, stride, pad_mode)
+        self.aa = aa(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -63,32 +82,19 @@ class BasicBlock(nn.Module):
         return self.relu(out + shortcut)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResBlock):
     expansion = 4
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int,
-        downsample: nn.Module | None,
-        groups: int,
-        base_width: int,
-        filter_size: int | None,
-        pad_mode: str,
-    ) -> None:
-        super().__init__()
+    def _layers(self, inplanes: int, planes: int, stride: int, groups: int, base_width: int, aa: Callable) -> None:
         width = int(planes * (base_width / 64.0)) * groups
-        dense_stride = 1 if filter_size is not None else stride
         self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=dense_stride, padding=1, groups=groups, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=groups, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
-        self.aa = blur_or_identity(width, filter_size, stride, pad_mode)
+        self.aa = aa(width)
         self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
