@@ -6,8 +6,9 @@ single-user nodes through norm modules and then one activation (module, function
 the activation, else after the norms (strided 1x1 convs need no graph: the structural rule puts the blur before
 them wherever they sit). The forward of every user module (not from torch, torchvision, timm or zoo) is also
 traced and scanned for functional subsampling: ``F.max_pool2d`` / ``F.avg_pool2d`` follow the pool rules, anything
-else strided (``F.conv2d``, a slice with a step, ``F.interpolate`` down) is reported. Hosts are replaced in their parent by a ``torch.fx.GraphModule`` that keeps the
-host's children, parameters and buffers under the same names, so state-dict keys do not change.
+else strided (``F.conv2d``, a slice with a step, ``F.interpolate`` down) is reported. Hosts are replaced in their
+parent by a ``torch.fx.GraphModule`` that keeps the host's children, parameters and buffers under the same names,
+so state-dict keys do not change.
 
 Nothing is changed by :func:`plan`; its :meth:`FxPlan.apply` does the rewrite, after the structural edits.
 """
@@ -275,8 +276,8 @@ def _functional(node: fx.Node) -> tuple[str, dict] | None:
     if node.op == "call_function" and node.target in _CONVS:
         a = inspect.signature(_conv_sig).bind(*node.args, **node.kwargs)
         a.apply_defaults()
-        return ("bad", {"why": f"strided F.conv2d (stride {a.arguments['stride']})"}) if _pair(
-            a.arguments["stride"]) != (1, 1) else None  # fmt: skip
+        stride = a.arguments["stride"]
+        return None if _pair(stride) == (1, 1) else ("bad", {"why": f"strided F.conv2d (stride {stride})"})
     if node.op == "call_function" and node.target is F.lp_pool2d:
         return ("bad", {"why": "F.lp_pool2d"})
     if node.op == "call_function" and node.target is F.interpolate:
@@ -325,8 +326,8 @@ def _analyze(host: str, block: nn.Module, graph: fx.Graph, targets: dict[str, nn
         kind, a = found
         stride = _stride(a) if kind != "bad" else None
         kernel = _pair(a.get("kernel_size"))
-        if kind == "max" and kernel and stride and isinstance(a["padding"], int) and _pair(a["dilation"]) == (1, 1) \
-                and not a["return_indices"]:  # fmt: skip
+        plain = kind == "max" and isinstance(a["padding"], int) and _pair(a["dilation"]) == (1, 1)
+        if plain and kernel and stride and not a["return_indices"]:
             k = kernel[0] if kernel[0] == kernel[1] else kernel
             ops.append(_Op("replace", node, f"aa_{node.name}", makers.max_blur(k, stride, a["padding"])))
         elif kind == "avg" and stride:
