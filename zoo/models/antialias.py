@@ -19,6 +19,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from zoo.layers import BlurPool2d, MaxBlurPool2d
+from zoo.models import antialias_fx
 from zoo.models.rules import (
     BLOCK_BLUR_AFTER,
     BLUR_AFTER_BLOCKS,
@@ -98,7 +99,10 @@ def antialias(
 ) -> nn.Module:
     """Return ``model`` with BlurPool at every subsampling point (a deep copy unless ``inplace``).
 
-    Raises ``ValueError`` naming every strided module it cannot place (nothing is rewritten then).
+    What the structural rules leave goes to the ``torch.fx`` fallback (``zoo.models.antialias_fx``): a strided
+    conv or functional pool inside a traceable block is placed in that block's graph, and the block becomes a
+    ``torch.fx.GraphModule`` with the same state-dict keys (the model itself, returned, when it is that block).
+    Raises ``ValueError`` naming every strided module or functional op it cannot place (nothing is rewritten then).
     """
     if not inplace:
         model = copy.deepcopy(model)
@@ -204,12 +208,21 @@ def antialias(
             placed.add(id(mod))
             edits.append(_avg_edit(model.get_submodule(parent_path), key, mod, blur))
 
-    missing = [p for p, m in model.named_modules() if _subsamples(m) and id(m) not in placed]
-    if missing:
-        raise ValueError(f"antialias: cannot place blur for strided modules {', '.join(missing)} of {root}")
+    def max_blur(kernel: int, stride: tuple[int, int], padding: int) -> nn.Module:
+        if aa_layer is None:
+            return MaxBlurPool2d(None, kernel, stride, padding, filter_size, pad_mode)
+        return nn.Sequential(nn.MaxPool2d(kernel, 1, padding), aa_layer(0, stride))
+
+    unplaced = [p for p, m in model.named_modules() if _subsamples(m) and id(m) not in placed]
+    fx_plan = antialias_fx.plan(model, unplaced, antialias_fx.Makers(blur, max_blur, _stride_split))
+    if fx_plan.missing or fx_plan.ops_missing:
+        head = (f"strided modules {', '.join(fx_plan.missing)} of {root}" if fx_plan.missing
+                else f"functional subsampling in {root}")  # fmt: skip
+        details = "; ".join(fx_plan.reasons + fx_plan.ops_missing)
+        raise ValueError(f"antialias: cannot place blur for {head} ({details}); {antialias_fx.SUPPORTED}")
     for e in edits:
         e()
-    return model
+    return fx_plan.apply(model)
 
 
 def _rewritable(conv: object, placed: set[int]) -> bool:
