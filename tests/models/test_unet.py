@@ -55,12 +55,37 @@ def test_torchscript_equals_eager() -> None:
         torch.testing.assert_close(torch.jit.script(model)(x), model(x), rtol=0, atol=0)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["unet_resnet18_aa4", "unet_vgg11_bn", "unet_densenet121_aa3", "unet_mobilenet_v2"])
-def test_every_family_builds_and_runs(name: str) -> None:
+@pytest.mark.parametrize("name", ["unet_squeezenet1_1", "unet_alexnet_aa4"])
+def test_encoders_with_unpadded_layers_give_the_input_size(name: str) -> None:
+    """SqueezeNet's and AlexNet's maps are not an exact fraction of the input: the decoder resizes to the skip."""
     model = zoo.create(name, num_classes=4).eval()
     with torch.no_grad():
-        assert model(torch.randn(1, 3, 45, 64)).shape == (1, 4, 45, 64)
+        assert model(torch.randn(1, 3, 96, 101)).shape == (1, 4, 96, 101)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        "unet_resnet18_aa4",
+        "unet_vgg11_bn",
+        "unet_densenet121_aa3",
+        "unet_mobilenet_v2",
+        "unet_efficientnet_b0_aa4",
+        "unet_mnasnet0_5",
+        "unet_googlenet_aa3",
+        "unet_squeezenet1_0_aa4",
+        "unet_convnext_tiny_aa4",
+        "unet_regnet_y_400mf_aa4",
+        "unet_shufflenet_v2_x0_5",
+        "unet_inception_v3_aa4",
+    ],
+)
+def test_every_family_builds_and_runs(name: str) -> None:
+    model = zoo.create(name, num_classes=4).eval()
+    size = max(64, model.min_input_size)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, size, size + 19)).shape == (1, 4, size, size + 19)
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ from zoo.models.antialias import antialias
 __all__ = ["FAMILIES", "VARIANTS", "TorchvisionCNN"]
 
 # family -> (children that form the head, the final classifier layer, children run after the pool and before the
-# classifier; a head layer listed under "pre_flatten" runs on the unflattened (N, C, 1, 1) map), first conv.
+# classifier; a head layer listed under "pre_flatten" runs on the unflattened (N, C, 1, 1) map), first conv, and
+# the total stride of the features when it is not 32 (SqueezeNet: a stride-2 conv and three stride-2 max-pools).
 FAMILIES: dict[str, dict[str, Any]] = {
     "convnext": dict(head=("avgpool", "classifier"), fc="classifier.2", pre=("classifier.0",), first="features.0.0"),
     "efficientnet": dict(
@@ -30,7 +31,9 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "regnet": dict(head=("avgpool", "fc"), fc="fc", pre=(), first="stem.0"),
     "mnasnet": dict(head=("classifier",), fc="classifier.1", pre=("classifier.0",), first="layers.0"),
     "shufflenet": dict(head=("fc",), fc="fc", pre=(), first="conv1.0"),
-    "squeezenet": dict(head=("classifier",), fc="classifier.1", pre=("classifier.0",), first="features.0"),
+    "squeezenet": dict(
+        head=("classifier",), fc="classifier.1", pre=("classifier.0",), first="features.0", reduction=16
+    ),
     "googlenet": dict(head=("avgpool", "dropout", "fc"), fc="fc", pre=("dropout",), first="conv1.conv"),
     "inception": dict(head=("avgpool", "dropout", "fc"), fc="fc", pre=("dropout",), first="Conv2d_1a_3x3.conv"),
 }
@@ -100,7 +103,8 @@ class TorchvisionCNN(ZooModel):
             self._set_classifier(0)
         self.min_input_size = min_sizes[self.filter_size is not None]
         self._trunk_names = [n for n, _ in self.named_children() if n not in self._head_children and n != "global_pool"]
-        self.feature_info = [dict(num_chs=self.num_features, reduction=32, module=self._trunk_names[-1])]
+        reduction = FAMILIES[family].get("reduction", 32)
+        self.feature_info = [dict(num_chs=self.num_features, reduction=reduction, module=self._trunk_names[-1])]
 
     @property
     def cfg_pool_size(self) -> int:

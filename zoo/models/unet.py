@@ -83,6 +83,15 @@ class _ApsUnpool(nn.Module):
         return x
 
 
+@torch.fx.wrap
+def _match_size(y: Tensor, ref: Tensor) -> Tensor:
+    """``y`` resized (bilinear) to ``ref``'s height and width when they differ: encoders with unpadded or
+    ``ceil_mode`` layers (SqueezeNet, AlexNet) give maps that are not an exact fraction of the input."""
+    if y.shape[-2] == ref.shape[-2] and y.shape[-1] == ref.shape[-1]:
+        return y
+    return nn.functional.interpolate(y, size=[ref.shape[-2], ref.shape[-1]], mode="bilinear", align_corners=False)
+
+
 def _stage_downs(stage: nn.Module) -> list[ApsDown2d]:
     return [m for m in stage.modules() if isinstance(m, ApsDown2d)]
 
@@ -256,8 +265,9 @@ class UNet(nn.Module):
             feats.append(y)
         y = feats[-1]
         for i, (up, block) in enumerate(zip(self.ups, self.blocks)):
-            y = block(torch.cat([up(y), feats[len(feats) - 2 - i]], 1))
-        y = self.final_block(torch.cat([self.final_up(y), inp], 1))
+            skip = feats[len(feats) - 2 - i]
+            y = block(torch.cat([_match_size(up(y), skip), skip], 1))
+        y = self.final_block(torch.cat([_match_size(self.final_up(y), inp), inp], 1))
         return self.head(y)[:, :, :h, :w]
 
 
