@@ -37,8 +37,9 @@ def test_matches_hand_built(arch: str, k: int) -> None:
 
 
 @pytest.mark.parametrize("pad_mode", ["reflect", "zeros", "replicate", "circular"])
-def test_pad_modes_resnet18(pad_mode: str) -> None:
-    _check("resnet18", 4, pad_mode)
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+def test_pad_modes(arch: str, pad_mode: str) -> None:
+    _check(arch, 4, pad_mode)
 
 
 def test_keys_unchanged_and_copy() -> None:

@@ -3,8 +3,10 @@ interface are unchanged, a 1-px shift moves the logits less, and script / trace 
 
 from __future__ import annotations
 
+import io
 import warnings
 
+import onnxruntime as ort
 import pytest
 import timm
 import torch
@@ -135,6 +137,23 @@ def test_compile_matches_eager(name: str) -> None:
     x = _input()
     with torch.no_grad():
         assert _close(torch.compile(aa)(x), aa(x))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [DEFAULT, *SLOW])
+def test_both_onnx_exporters_match_eager(name: str) -> None:
+    aa = zoo.antialias(_build(name)).eval()
+    x = _input()
+    with torch.no_grad():
+        want = aa(x)
+    for dynamo in (False, True):
+        buf = io.BytesIO()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(aa, (x,), buf, opset_version=18, dynamo=dynamo, input_names=["input"])
+        sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
+        assert _close(got, want), (name, dynamo)
 
 
 def test_blur_after_a_stateful_module_refuses_script_loudly() -> None:

@@ -256,7 +256,15 @@ def test_compile_equals_eager(name: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["resnet18_aps", "mobilenet_v2_aps", "densenet121_aa2_aps", "vgg11_aps", "shufflenet_v2_x0_5_aa4_aps"]
+    "name",
+    [
+        "resnet18_aps",
+        "mobilenet_v2_aps",
+        "densenet121_aa2_aps",
+        "vgg11_aps",
+        "shufflenet_v2_x0_5_aa4_aps",
+        "regnet_x_400mf_aps",
+    ],
 )
 def test_both_onnx_exporters_equal_eager(name: str) -> None:
     model = zoo.create(name, num_classes=5).eval()
