@@ -31,7 +31,7 @@ import torch.fx
 from torch import Tensor, nn
 
 from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
-from zoo.layers import check_filter_size, normalize_pad_mode
+from zoo.layers import MaxBlurPool2d, check_filter_size, normalize_pad_mode
 from zoo.models._helpers import blur_or_identity, check_input, checkpoint_seq, make_linear
 
 __all__ = ["ZooModel", "init_weights"]
@@ -178,6 +178,19 @@ class ZooModel(nn.Module):
     def blur(self, channels: int, stride: int = 2) -> nn.Module:
         """The family's blur before a subsampling by ``stride`` (``Identity`` for the baseline)."""
         return blur_or_identity(channels, self.filter_size, stride, self.pad_mode)
+
+    def stem_conv(self, out_chans: int, kernel_size: int = 7) -> nn.Conv2d:
+        """torchvision's stem conv (stride 2, "same" padding, no bias); stride 1 with ``aa_stem``, where the blur
+        after its activation subsamples."""
+        stride = 1 if self.aa_stem else 2
+        return nn.Conv2d(self.in_chans, out_chans, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
+
+    def max_pool(self, channels: int, kernel_size: int, padding: int) -> nn.Module:
+        """A stride-2 max-pool: torchvision's ``MaxPool2d(3, 2, 1)`` for the baseline; for the anti-aliased model the
+        official dense ``kernel_size`` / ``padding`` max-pool, then the blur (``MaxBlurPool2d``)."""
+        if self.filter_size is None:
+            return nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        return MaxBlurPool2d(channels, kernel_size, 2, padding, self.filter_size, self.pad_mode)
 
     def _min_size(self) -> int:
         """Smallest square input the net accepts (override when it is more than 1 pixel)."""

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.layers import MaxBlurPool2d
 from zoo.models._head import PoolFcModel
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -73,19 +72,15 @@ class DenseNet(PoolFcModel):
         **common: Any,
     ) -> None:
         super().__init__(name, **common)
-        in_chans, filter_size, aa_stem = self.in_chans, self.filter_size, self.aa_stem
-        aa = filter_size is not None
+        aa = self.filter_size is not None
         stem: list[tuple[str, nn.Module]] = [
-            ("conv0", nn.Conv2d(in_chans, num_init_features, 7, stride=1 if aa_stem else 2, padding=3, bias=False)),
+            ("conv0", self.stem_conv(num_init_features)),
             ("norm0", nn.BatchNorm2d(num_init_features)),
             ("relu0", nn.ReLU(inplace=True)),
         ]
-        if aa_stem:
+        if self.aa_stem:
             stem.append(("aa0", self.blur(num_init_features)))
-        if aa:
-            stem.append(("pool0", MaxBlurPool2d(num_init_features, 3, 2, 1, filter_size, self.pad_mode)))
-        else:
-            stem.append(("pool0", nn.MaxPool2d(3, 2, 1)))
+        stem.append(("pool0", self.max_pool(num_init_features, kernel_size=3, padding=1)))
         self.features = nn.Sequential(OrderedDict(stem))
         self.feature_info = [dict(num_chs=num_init_features, reduction=2, module=f"features.{stem[-2][0]}")]
         chans, reduction = num_init_features, 4

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from zoo.layers import BlurConv2d, MaxBlurPool2d
+from zoo.layers import BlurConv2d
 from zoo.models._head import PoolFcModel
 from zoo.models._helpers import blur_or_identity
 
@@ -123,17 +123,14 @@ class ResNet(PoolFcModel):
         **common: Any,
     ) -> None:
         super().__init__(name, **common)
-        in_chans, filter_size, aa_stem = self.in_chans, self.filter_size, self.aa_stem
+        filter_size, aa_stem = self.filter_size, self.aa_stem
         block_cls = _BLOCKS[block]
         aa = filter_size is not None
-        self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=1 if aa_stem else 2, padding=3, bias=False)
+        self.conv1 = self.stem_conv(64)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.stem_aa = self.blur(64) if aa_stem else nn.Identity()
-        if aa:
-            self.maxpool: nn.Module = MaxBlurPool2d(64, kernel_size=2, filter_size=filter_size, pad_mode=self.pad_mode)
-        else:
-            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = self.max_pool(64, kernel_size=2, padding=0)
         self.feature_info = [dict(num_chs=64, reduction=2, module="stem_aa" if aa_stem else "relu")]
         inplanes = 64
         for i, (planes, depth) in enumerate(zip((64, 128, 256, 512), layers)):
