@@ -89,3 +89,24 @@ def test_dynamo_onnx_equals_eager(tmp_path) -> None:
     model = zoo.create("unet_resnet18_aa4", num_classes=3).eval()
     path = to_onnx(model, tmp_path / "unet.onnx", (3, 64, 64))
     assert onnx_max_abs_diff(model, path, torch.randn(2, 3, 64, 64)) < 1e-4
+
+
+@pytest.mark.parametrize("name", ["unet_resnet18_aa4", "unet_resnet18_aps"])
+def test_a_saved_unet_loads_by_name(name: str, tmp_path) -> None:
+    """``zoo.create("unet_...", pretrained=DIR)``: the weights come back; another class count re-initialises the
+    head (a warning); weights of another filter size are refused, naming the U-Net that fits them."""
+    from zoo.weights import save_model_dir
+    from zoo.weights.errors import IncompatibleWeightsError
+
+    torch.manual_seed(0)
+    model = zoo.create(name, num_classes=5)
+    save_model_dir(model, tmp_path, name=name)
+    loaded = zoo.create(name, pretrained=tmp_path)
+    assert loaded.num_classes == 5 and loaded.first_conv == "encoder.0.conv1"
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    with pytest.warns(UserWarning, match="the classifier head is re-initialised"):
+        assert zoo.create(name, pretrained=tmp_path, num_classes=3).head.out_channels == 3
+    other = "unet_resnet18_aa3_aps" if name.endswith("_aps") else "unet_resnet18"
+    with pytest.raises(IncompatibleWeightsError, match=f"use {name}"):
+        zoo.create(other, pretrained=tmp_path)

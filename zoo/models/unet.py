@@ -115,6 +115,8 @@ def _upsampler(ratio: int, filter_size: int | None, pad_mode: str) -> nn.Module:
 class UNet(nn.Module):
     """A U-Net whose encoder is the zoo model ``encoder`` (any classification name); see the module docstring."""
 
+    classifier_name = "head"  # the per-pixel classifier: re-initialised when weights have another class count
+
     def __init__(
         self,
         name: str,
@@ -161,6 +163,7 @@ class UNet(nn.Module):
         if level != len(info):
             raise RuntimeError(f"{encoder}: feature_info modules not found in the trunk (got {level} of {len(info)})")
         self.encoder = nn.ModuleList(stages)  # modules after the last level (if any) are not needed
+        self.first_conv = self._encoder_key(enc.first_conv)  # its input channels adapt to ``in_chans`` on load
         chans = [int(level["num_chs"]) for level in info]
         width = [min(decoder_channels, max(16, c)) for c in chans]
         self.aps = getattr(enc, "sampling", "stride") == "aps"
@@ -210,17 +213,22 @@ class UNet(nn.Module):
         mapped: dict[str, Tensor] = {}
         unused: list[str] = []
         for key, value in state_dict.items():
-            for trunk_name, new in self._encoder_keys.items():
-                if key.startswith(trunk_name + "."):
-                    mapped[new + key[len(trunk_name) :]] = value
-                    break
-            else:
+            try:
+                mapped[self._encoder_key(key)] = value
+            except KeyError:
                 unused.append(key)
         missing, _ = self.load_state_dict(mapped, strict=False)
         missing = [k for k in missing if k.startswith("encoder.")]
         if strict and missing:
             raise KeyError(f"{self.name}: encoder keys missing from the state dict: {', '.join(missing[:5])}")
         return unused
+
+    def _encoder_key(self, key: str) -> str:
+        """The U-Net's name of the encoder's module or parameter ``key`` (a classification-model name)."""
+        for trunk_name, new in self._encoder_keys.items():
+            if key == trunk_name or key.startswith(trunk_name + "."):
+                return new + key[len(trunk_name) :]
+        raise KeyError(f"{self.encoder_name}: {key} is not in the encoder's trunk")
 
     def _pad_input(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2], x.shape[-1]

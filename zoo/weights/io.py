@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from zoo.io import atomic_path, atomic_write, jsonable
 from zoo.pretrained import PretrainedCfg, to_timm_cfg
-from zoo.registry import get_entry
+from zoo.registry import APS_SUFFIX, get_entry
 from zoo.weights.errors import CorruptWeightsError
 
 __all__ = [
@@ -66,6 +66,8 @@ def _default_model_args(model: nn.Module, name: str) -> dict[str, Any]:
         named_k = get_entry(name).filter_size
     except KeyError:  # not a registry name: the model's own filter size is the only record
         named_k = None
+    if named_k is None and name.endswith(APS_SUFFIX):
+        named_k = 1  # ``{arch}_aps`` (and its U-Net) is built with filter size 1: no low-pass
     if getattr(model, "filter_size", None) is not None and model.filter_size != named_k:
         args["filter_size"] = model.filter_size  # a filter_size= override of the name's K
     return args

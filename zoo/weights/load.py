@@ -20,7 +20,7 @@ from torch import Tensor
 
 from zoo.models._contract import ZooModel
 from zoo.pretrained import PretrainedCfg, to_timm_cfg
-from zoo.registry import get_entry
+from zoo.registry import APS_SUFFIX, get_entry
 from zoo.weights.errors import (
     OFFLINE_HINT,
     CorruptWeightsError,
@@ -339,19 +339,22 @@ def _recorded_filter_size(res: ResolvedWeights) -> tuple[int | None, str] | None
 
 
 def check_weights_filter_size(model: ZooModel, name: str, recorded: tuple[int | None, str] | None, source: str) -> None:
-    """Refuse weights whose blur filter size (or its absence) differs from the model's, naming the right model."""
-    if recorded is None or recorded[0] == model.filter_size:
+    """Refuse weights whose blur filter size (or its absence) differs from the model's, naming the right model.
+
+    Filter size 1 is no blur (an ``{arch}_aps`` model is built with it), the same as the baseline's ``None``."""
+    if recorded is None or (recorded[0] or 1) == (model.filter_size or 1):
         return
     k, where = recorded
-    arch = get_entry(name).arch
+    entry = get_entry(name)
+    arch = f"unet_{entry.arch}" if entry.family == "unet" else entry.arch
     if model.filter_size is None:
         have = f"{name} is the torchvision baseline (no blur)"
-    elif model.filter_size == get_entry(name).filter_size:
+    elif model.filter_size == entry.filter_size:
         have = f"{name} has filter size {model.filter_size}"
     else:
         have = f"{name} was built with filter_size={model.filter_size}"
     weights = "of the baseline, without blur" if k is None else f"for filter size {k}"
-    right = arch if k is None else f"{arch}_aa{k}"
+    right = (arch if k is None else f"{arch}_aa{k}") + (APS_SUFFIX if name.endswith(APS_SUFFIX) else "")
     hint = (
         ""
         if k is not None
