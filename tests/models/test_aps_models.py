@@ -12,7 +12,7 @@ import torch
 
 import zoo
 import zoo.layers.aps as aps_layers
-from zoo.models.aps import APS_FAMILIES, aps_family
+from zoo.models.aps import APS_FAMILIES, APS_TORCHVISION, aps_family
 from zoo.registry import ARCHS, get_entry
 
 SHIFTS = [(1, 0), (0, 1), (1, 1), (3, -5), (-7, 2), (17, 30)]
@@ -25,6 +25,10 @@ ONE_PER_FAMILY = [
     "densenet121_aps",
     "mobilenet_v3_small_aa4_aps",
     "mnasnet0_5_aa4_aps",
+    "efficientnet_b0_aps",
+    "googlenet_aps",
+    "squeezenet1_1_aps",
+    "convnext_tiny_aps",
 ]
 TORCHVISION = [
     "efficientnet_b0_aps",
@@ -89,6 +93,7 @@ def test_aps_model_is_exactly_shift_invariant(name: str) -> None:
 
 def test_one_default_test_per_family() -> None:
     assert set(APS_FAMILIES) <= {get_entry(n).family for n in ONE_PER_FAMILY}
+    assert set(APS_TORCHVISION) <= {get_entry(n).variant.get("family") for n in ONE_PER_FAMILY + SHARED}
 
 
 def test_a_fixed_phase_breaks_invariance(monkeypatch: pytest.MonkeyPatch) -> None:
