@@ -144,6 +144,16 @@ def test_trace_fx_onnx_match_eager(arch: str) -> None:
     assert torch.allclose(torch.from_numpy(got), want, atol=1e-4 * want.abs().max().item())
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", SMALLEST + SLOW_FULL)
+def test_compile_matches_eager(arch: str) -> None:
+    _, model = _pair(arch)
+    x = _input(arch)
+    with torch.no_grad():
+        want = model(x)
+        assert torch.allclose(torch.compile(model)(x), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
 @pytest.mark.parametrize("name", ["squeezenet1_0", "squeezenet1_0_aa4", "googlenet_aa2", "convnext_tiny_aa5",
                                   "inception_v3"])  # fmt: skip
 def test_minimum_input_size(name: str) -> None:
