@@ -209,8 +209,8 @@ def share_phases(block: nn.Module) -> nn.Module:
         phase = graph.call_function(operator.getitem, (lead, 1))
     for node in downs[1:]:
         parent, _, key = node.target.rpartition(".")
-        follower = block.get_submodule(parent) if parent else block
-        setattr(follower, key, ApsFollow2d(follower.get_submodule(key)))
+        owner = block.get_submodule(parent) if parent else block
+        setattr(owner, key, ApsFollow2d(owner.get_submodule(key)))
         node.args = (*node.args, phase)
     graph.lint()
     return torch.fx.GraphModule(block, graph, class_name=f"Aps{type(block).__name__}")
