@@ -12,9 +12,9 @@ per pixel. Upsampling:
   records the phase it chose; the decoder puts the map back at that phase (``aps_unpool``, zeros elsewhere, gain
   ``s*s``), then blurs it (circular binomial filter, when ``K > 1``). With circular padding everywhere the U-Net
   is exactly equivariant: ``f(roll(x, d)) == roll(f(x), d)`` for every integer ``d`` (input sides multiples of
-  32). The phases travel through module attributes, so the APS U-Nets run in eager mode only: TorchScript,
-  ``torch.jit.trace``, fx, ``torch.compile`` and the ONNX exporters are refused with an error (a trace would
-  freeze one input's phases into the graph and give wrong outputs for every other input);
+  32). The phases travel through module attributes, so TorchScript, ``torch.jit.trace``, fx and the ONNX
+  exporters are refused with an error (a captured graph would freeze one input's phases and give wrong outputs
+  for every other input); ``torch.compile`` gives eager's outputs (tested);
 
 The decoder convs pad like the encoder (``pad_mode``; ``reflect`` is used as zero padding in the decoder convs,
 ``circular`` as circular padding).
