@@ -67,3 +67,23 @@ def test_folder_errors(tmp_path) -> None:
         load_segmentation_data(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="pasted digits have 11 classes"):
         load_segmentation_data("digits", count=2, num_classes=5)
+
+
+def test_checkpoint_folder_loads_through_the_factory_and_a_wrong_name_is_one_line(tmp_path) -> None:
+    import torch
+
+    import zoo
+    from zoo.eval.segmentation_task import load_checkpoint
+    from zoo.weights.io import save_model_dir
+
+    torch.manual_seed(0)
+    saved = zoo.create("unet_resnet18_aa4", num_classes=5)
+    save_model_dir(saved, tmp_path / "run", name="unet_resnet18_aa4")
+    loaded = load_checkpoint("unet_resnet18_aa4", tmp_path / "run")
+    assert loaded.num_classes == 5
+    assert all(torch.equal(v, saved.state_dict()[k]) for k, v in loaded.state_dict().items())
+    baseline = r"^--weights: .*unet_resnet18 is the torchvision baseline.*use unet_resnet18_aa4$"
+    with pytest.raises(ValueError, match=baseline):
+        load_checkpoint("unet_resnet18", tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
+        load_checkpoint("unet_resnet18_aa4", tmp_path)

@@ -106,35 +106,30 @@ def _classes_of(module: nn.Module) -> int | None:
 
 
 def load_checkpoint(name: str, path: str | Path) -> nn.Module:
-    """A ``unet_*`` model from a ``zoo finetune`` run folder (``config.json`` + ``model.safetensors``) or from a
+    """A ``unet_*`` model from a ``zoo finetune`` run folder (``zoo.create(name, pretrained=DIR)``) or from a
     ``.safetensors`` / ``.pt`` state dict (the class count is read from the head's weight)."""
-    import json
-
     import zoo
+    from zoo.weights.errors import WeightsUnavailableError
     from zoo.weights.io import load_state_dict_file
 
     path = Path(path)
-    args: dict[str, Any] = {}
     if path.is_dir():
-        config = path / "config.json"
-        if not config.is_file():
+        if not (path / "config.json").is_file():
             raise FileNotFoundError(f"--weights {path}: no config.json (give a zoo finetune run folder or a file)")
-        meta = json.loads(config.read_text(encoding="utf-8"))
-        if meta.get("architecture") not in (None, name):
-            raise ValueError(f"--weights {path} holds {meta['architecture']}, not {name}")
-        args = dict(meta.get("model_args") or {})
-        path = path / "model.safetensors"
+        try:
+            return zoo.create(name, pretrained=path)
+        except WeightsUnavailableError as err:
+            raise ValueError(f"--weights: {err}") from None
     state = load_state_dict_file(path)
     head = state.get("head.weight")
     if head is None:
         raise ValueError(f"--weights {path} is not a unet_* state dict (no head.weight)")
-    args.setdefault("num_classes", int(head.shape[0]))
-    model = zoo.create(name, **args)
+    model = zoo.create(name, num_classes=int(head.shape[0]))
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise ValueError(f"--weights {path} does not fit {name} {args}: {first}") from None
+        raise ValueError(f"--weights {path} does not fit {name}: {first}") from None
     return model
 
 
