@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torchvision
@@ -9,16 +11,23 @@ from torch import nn
 
 import zoo
 from zoo.models.antialias import antialias
+from zoo.registry import FILTER_SIZES
+
+
+@functools.lru_cache(maxsize=1)
+def _torchvision(arch: str) -> nn.Module:
+    """torchvision's ``arch`` holding the zoo baseline's random weights (kept for the next filter size)."""
+    torch.manual_seed(0)
+    tv = getattr(torchvision.models, arch)().eval()
+    tv.load_state_dict(zoo.create(arch).state_dict(), strict=True)
+    return tv
 
 
 def _pair(arch: str, k: int, pad_mode: str) -> tuple[nn.Module, nn.Module]:
-    torch.manual_seed(0)
-    base = zoo.create(arch).eval()
-    tv = getattr(torchvision.models, arch)().eval()
-    tv.load_state_dict(base.state_dict(), strict=True)
+    tv = _torchvision(arch)
     ref = zoo.create(f"{arch}_aa{k}", pad_mode=pad_mode).eval()
-    ref.load_state_dict(base.state_dict(), strict=True)
-    return antialias(tv, k, pad_mode), ref
+    ref.load_state_dict(tv.state_dict(), strict=True)
+    return antialias(tv, k, pad_mode), ref  # a copy: ``tv`` is not rewritten
 
 
 def _check(arch: str, k: int, pad_mode: str) -> None:
@@ -68,9 +77,10 @@ def _archs() -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("k", FILTER_SIZES)
 @pytest.mark.parametrize("arch", _archs())
-def test_every_hand_built_arch(arch: str) -> None:
-    _check(arch, 3, "reflect")
+def test_every_hand_built_arch(arch: str, k: int) -> None:
+    _check(arch, k, "reflect")
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ is blurred, shapes are unchanged, a 1-px shift moves the logits less, and trace 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import onnxruntime as ort
@@ -230,7 +231,7 @@ def test_engine_rules_on_a_toy() -> None:
     "name", [n for a in _ARCHS if a not in HUGE for n in list_models(f"{a}*") if n.split("_aa")[0] == a]
 )
 def test_every_name_builds_and_runs(name: str) -> None:
-    """Every registered name of the non-huge archs (the huge ones are counted in test_every_arch_registered)."""
+    """Every registered name of the non-huge archs (the huge ones: test_huge_archs_load_torchvision_weights...)."""
     model = zoo.create(name, num_classes=5).eval()
     s = max(model.min_input_size, 32)
     with torch.no_grad():
@@ -240,3 +241,68 @@ def test_every_name_builds_and_runs(name: str) -> None:
 def test_script_refuses_loudly() -> None:
     with pytest.raises(TypeError, match=r"torch\.jit\.script is not supported.*torch\.jit\.trace"):
         torch.jit.script(zoo.create("mnasnet0_5_aa4"))
+
+
+@pytest.mark.parametrize("arch", SMALLEST)
+def test_feature_levels_are_the_last_module_at_each_stride(arch: str) -> None:
+    """The meta-device probe agrees with a real forward: channels, stride, and no later module at that stride."""
+    model = zoo.create(f"{arch}_aa3").eval()
+    size = model.pretrained_cfg["input_size"][-1]  # 224 px (inception_v3 299 px), where the probe runs
+    outputs: dict[str, tuple[int, ...]] = {}
+    trunk = model.trunk()
+    for name, module in trunk:
+        module.register_forward_hook(lambda _m, _i, out, n=name: outputs.__setitem__(n, tuple(out.shape)))
+    with torch.no_grad():
+        model.forward_features(torch.randn(1, 3, size, size))
+    names = [n for n, _ in trunk]
+    reductions = [i["reduction"] for i in model.feature_info]
+    assert reductions == sorted(set(reductions)) and model.feature_info[-1]["module"] == names[-1]
+    assert model.feature_info[-1]["num_chs"] == model.num_features
+    for info in model.feature_info:
+        _, chans, h, _ = outputs[info["module"]]
+        assert chans == info["num_chs"] and 2 ** round(math.log2(size / h)) == info["reduction"]
+        after = names[names.index(info["module"]) + 1 :]
+        assert all(outputs[n][2] < h for n in after)  # the next modules have subsampled further
+    expected = {"regnet_x_400mf": [2, 4, 8, 16, 32], "convnext_tiny": [4, 8, 16, 32], "squeezenet1_1": [2, 4, 8, 16]}
+    if arch in expected:
+        assert reductions == expected[arch]
+
+
+@pytest.mark.parametrize(("name", "inner"), [("googlenet_aa3", None), ("efficientnet_b0_aa2", "features.2")])
+def test_grad_checkpointing_gives_the_same_outputs_and_gradients(name: str, inner: str | None) -> None:
+    """Same outputs and gradients (dropout in the head included); a checkpointed block runs again in backward."""
+    torch.manual_seed(0)
+    model = zoo.create(name, num_classes=4, drop_rate=0.3).train()
+    calls = []
+    if inner is not None:
+        model.get_submodule(inner).register_forward_pre_hook(lambda *_: calls.append(1))
+    x = torch.randn(2, 3, 64, 64)
+    runs = []
+    for enabled in (False, True):
+        model.set_grad_checkpointing(enabled)
+        model.zero_grad()
+        calls.clear()
+        torch.manual_seed(1)  # the same dropout masks in both runs
+        out = model(x)
+        out.sum().backward()
+        runs.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, len(calls)))
+    (out, grads, plain), (out2, grads2, recomputed) = runs
+    if inner is not None:
+        assert (plain, recomputed) == (1, 2)
+    assert torch.allclose(out, out2, atol=1e-5)
+    assert all(torch.allclose(grads[n], grads2[n], atol=1e-4) for n in grads)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(HUGE))
+def test_huge_archs_load_torchvision_weights_strictly_and_leave_nothing_strided(arch: str) -> None:
+    """The 11 archs too large for the per-name sweep: the original's state dict, the placement, the output shape."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state = getattr(torchvision.models, arch)().state_dict()
+    aa = zoo.create(f"{arch}_aa4").eval()
+    aa.load_state_dict(state, strict=True, assign=True)
+    del state
+    assert _strided(aa) == []
+    with torch.no_grad():
+        assert aa(torch.randn(1, 3, 32, 32)).shape == (1, 1000)

@@ -8,11 +8,14 @@ so state-dict keys are torchvision's and torchvision weights load strictly into 
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
+import torch
 import torchvision
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from zoo.models._contract import ZooModel
 from zoo.models._head import make_global_pool
@@ -21,8 +24,8 @@ from zoo.models.antialias import antialias
 __all__ = ["FAMILIES", "VARIANTS", "TorchvisionCNN"]
 
 # family -> (children that form the head, the final classifier layer, children run after the pool and before the
-# classifier; a head layer listed under "pre_flatten" runs on the unflattened (N, C, 1, 1) map), first conv, and
-# the total stride of the features when it is not 32 (SqueezeNet: a stride-2 conv and three stride-2 max-pools).
+# classifier; a head layer listed under "pre_flatten" runs on the unflattened (N, C, 1, 1) map) and first conv.
+# The feature levels are not data: ``feature_levels`` measures them on the meta device.
 FAMILIES: dict[str, dict[str, Any]] = {
     "convnext": dict(head=("avgpool", "classifier"), fc="classifier.2", pre=("classifier.0",), first="features.0.0"),
     "efficientnet": dict(
@@ -31,9 +34,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "regnet": dict(head=("avgpool", "fc"), fc="fc", pre=(), first="stem.0"),
     "mnasnet": dict(head=("classifier",), fc="classifier.1", pre=("classifier.0",), first="layers.0"),
     "shufflenet": dict(head=("fc",), fc="fc", pre=(), first="conv1.0"),
-    "squeezenet": dict(
-        head=("classifier",), fc="classifier.1", pre=("classifier.0",), first="features.0", reduction=16
-    ),
+    "squeezenet": dict(head=("classifier",), fc="classifier.1", pre=("classifier.0",), first="features.0"),
     "googlenet": dict(head=("avgpool", "dropout", "fc"), fc="fc", pre=("dropout",), first="conv1.conv"),
     "inception": dict(head=("avgpool", "dropout", "fc"), fc="fc", pre=("dropout",), first="Conv2d_1a_3x3.conv"),
 }
@@ -102,9 +103,13 @@ class TorchvisionCNN(ZooModel):
         if self.num_classes == 0:
             self._set_classifier(0)
         self.min_input_size = min_sizes[self.filter_size is not None]
-        self._trunk_names = [n for n, _ in self.named_children() if n not in self._head_children and n != "global_pool"]
-        reduction = FAMILIES[family].get("reduction", 32)
-        self.feature_info = [dict(num_chs=self.num_features, reduction=reduction, module=self._trunk_names[-1])]
+        self._trunk_names = [n for n, _ in self.named_children() if n not in self.head_names]
+        self.feature_info = feature_levels(self, self._trunk_names, input_size)
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """``global_pool`` and the family's head children (torchvision's pool, dropout and classifier)."""
+        return ("global_pool", *self._head_children)
 
     @property
     def cfg_pool_size(self) -> int:
@@ -145,6 +150,8 @@ class TorchvisionCNN(ZooModel):
 
     def forward_features(self, x: Tensor) -> Tensor:
         self._check(x)
+        if self.grad_checkpointing:
+            return self._forward_checkpointed(x)
         for name, module in self.named_children():
             if name in self._trunk_names:
                 x = module(x)
@@ -163,6 +170,40 @@ class TorchvisionCNN(ZooModel):
         for name in self._pre_fc:
             x = self.get_submodule(name)(x)
         return x if pre_logits else self.get_submodule(self.classifier_name)(x)
+
+
+def feature_levels(model: nn.Module, trunk: list[str], size: int) -> list[dict[str, Any]]:
+    """timm ``feature_info`` of ``model``: for each total stride (2, 4, 8, ...) the last trunk module at it.
+
+    The trunk is ``trunk``'s children, a ``nn.Sequential`` listed by its children (as timm's
+    ``flatten_sequential`` lists them). Their output shapes come from one forward on the meta device (no
+    compute, no memory) at ``size`` px; the stride of an output ``h`` px high is the power of two nearest to
+    ``size / h`` (unpadded layers make ``h`` a little smaller than ``size / stride``).
+    """
+    modules: list[tuple[str, nn.Module]] = []
+    for name in trunk:
+        child = model.get_submodule(name)
+        if isinstance(child, nn.Sequential):
+            modules += [(f"{name}.{sub}", m) for sub, m in child.named_children()]
+        else:
+            modules.append((name, child))
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out, n=n: shapes.__setitem__(n, tuple(out.shape))) for n, m in modules
+    ]
+    try:
+        meta = {k: torch.empty_like(v, device="meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+        functional_call(model, meta, (torch.empty(1, model.in_chans, size, size, device="meta"),))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    last: dict[int, dict[str, Any]] = {}
+    for name, _ in modules:
+        _, chans, h, _w = shapes[name]
+        stride = 2 ** round(math.log2(size / h))
+        if stride > 1:
+            last[stride] = dict(num_chs=chans, reduction=stride, module=name)
+    return [last[s] for s in sorted(last)]
 
 
 def _variants() -> dict[str, dict[str, Any]]:

@@ -1,10 +1,10 @@
 """U-Nets on any zoo classification encoder: ``zoo.create("unet_{encoder}", num_classes=C)``.
 
 The encoder is the zoo model ``{encoder}`` built without a head; its ``feature_info`` levels (reductions 2, 4,
-8, 16, 32 for every family) are the skip connections. The decoder goes from the deepest level back up: at each
-level it upsamples the decoded map by the reduction ratio, concatenates the encoder map of that level and runs two
-3x3 conv-BN-ReLU; a last upsampling returns to the input resolution and a 1x1 conv gives ``num_classes`` logits
-per pixel. Upsampling:
+8, 16, 32 for most families; ConvNeXt starts at 4, SqueezeNet stops at 16) are the skip connections. The
+decoder goes from the deepest level back up: at each level it upsamples the decoded map by the reduction ratio,
+concatenates the encoder map of that level and runs two 3x3 conv-BN-ReLU; a last upsampling returns to the input
+resolution and a 1x1 conv gives ``num_classes`` logits per pixel. Upsampling:
 
 * baseline encoder (``unet_resnet18``): nearest-neighbour x2, then the convs (the classic U-Net decoder);
 * anti-aliased encoder (``unet_resnet18_aa4``): ``BlurUpsample2d`` with the encoder's filter size;
