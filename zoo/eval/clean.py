@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,7 @@ from torch import nn
 from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device
 from zoo.eval.consistency import _check_labels, group_list
+from zoo.eval.plots import plot_clean
 from zoo.eval.registry import Context, Metric, Paired, centre, register
 from zoo.eval.results import OPTIONAL, PerImage, Result
 from zoo.stats import proportion_ci
@@ -121,12 +121,6 @@ def _rows(model: str, r: CleanResult) -> Iterator[dict[str, Any]]:
     }
 
 
-def _plot(results: dict[str, CleanResult], path: Path) -> Path:
-    from zoo.eval.plots import plot_clean
-
-    return plot_clean(results, path)
-
-
 def _paired(r: CleanResult) -> Paired:
     if not r.labelled:
         return {}
@@ -137,4 +131,4 @@ def _paired(r: CleanResult) -> Paired:
     }
 
 
-register(Metric("clean", _run, "classifier", headline=_headline, rows=_rows, plot=_plot, paired=_paired))
+register(Metric("clean", _run, "classifier", headline=_headline, rows=_rows, plot=plot_clean, paired=_paired))

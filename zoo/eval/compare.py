@@ -24,7 +24,8 @@ __all__ = ["PairComparison", "compare_models", "compare_pair"]
 
 @dataclass(kw_only=True)
 class PairComparison(Result):
-    """B - A on one per-image quantity: the means, their difference with its 95% interval, and a test."""
+    """B - A on one per-image quantity of two models: the means ``a`` and ``b``, their difference with its
+    95% paired interval, and a test (``p``; ``a_only``/``b_only``: the discordant images of McNemar's test)."""
 
     a: float
     b: float

@@ -24,6 +24,7 @@ from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunke
 from zoo.eval._corrupt import COMMON, EXTRA, GROUPS, corrupt
 from zoo.eval._reference import mean_defined, undefined_note
 from zoo.eval.consistency import _check_labels, group_list
+from zoo.eval.plots import plot_corruptions
 from zoo.eval.registry import Context, Metric, Paired, centre, register
 from zoo.eval.results import OPTIONAL, PerImage, Result, optional_with
 from zoo.stats import mean_ci, proportion_ci
@@ -88,8 +89,8 @@ class CorruptionResult(Result):
     size: int | None = field(default=None, metadata=OPTIONAL)  # the image size (set by ``zoo eval``)
     reference_model: str | None = field(default=None, metadata=OPTIONAL)
     ce: dict[str, float | None] | None = field(default=None, metadata=optional_with("reference_model"))
+    mce: float | None = field(default=None, metadata=optional_with("reference_model"))  # each table, then its mean
     relative_ce: dict[str, float | None] | None = field(default=None, metadata=optional_with("reference_model"))
-    mce: float | None = field(default=None, metadata=optional_with("reference_model"))
     relative_mce: float | None = field(default=None, metadata=optional_with("reference_model"))
     mce_note: str | None = field(default=None, metadata=OPTIONAL)
 
@@ -381,12 +382,6 @@ def _rows(model: str, r: CorruptionResult) -> Iterator[dict[str, Any]]:
             }
 
 
-def _plot(results: dict[str, CorruptionResult], path: Path) -> Path:
-    from zoo.eval.plots import plot_corruptions
-
-    return plot_corruptions(results, path)
-
-
 def _paired(r: CorruptionResult) -> Paired:
     index, error = r.per_image["index"], r.per_image["error"]
     return {"corruption error (mean over corruptions and severities)": ("continuous", dict(zip(index, error)))}
@@ -399,7 +394,7 @@ register(
         "classifier",
         headline=_headline,
         rows=_rows,
-        plot=_plot,
+        plot=plot_corruptions,
         finalize=_finalize,
         paired=_paired,
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunke
 from zoo.eval._reference import mean_defined, undefined_note
 from zoo.eval._seeding import image_rng
 from zoo.eval.consistency import group_list
+from zoo.eval.plots import plot_flip
 from zoo.eval.registry import Context, Metric, Paired, register
 from zoo.eval.results import OPTIONAL, PerImage, Result, optional_with
 from zoo.stats import mean_ci, proportion_ci
@@ -258,6 +258,10 @@ def _headline(r: FlipResult) -> str:
     return f"mFR {mfr}, mT5D {mt5} (100 = {r.reference_model or '?'}); FP {fps} (n={r.n})"
 
 
+def _paired(r: FlipResult) -> Paired:
+    return {"flip probability (mean over types)": ("continuous", dict(zip(r.per_image["index"], r.per_image["fp"])))}
+
+
 def _rows(model: str, r: FlipResult) -> Iterator[dict[str, Any]]:
     for k in r.perturbations:
         yield {
@@ -276,16 +280,8 @@ def _rows(model: str, r: FlipResult) -> Iterator[dict[str, Any]]:
         }
 
 
-def _plot(results: dict[str, FlipResult], path: Path) -> Path:
-    from zoo.eval.plots import plot_flip
-
-    return plot_flip(results, path)
-
-
-def _paired(r: FlipResult) -> Paired:
-    return {"flip probability (mean over types)": ("continuous", dict(zip(r.per_image["index"], r.per_image["fp"])))}
-
-
 register(
-    Metric("flip", _run, "classifier", headline=_headline, rows=_rows, plot=_plot, finalize=_finalize, paired=_paired)
+    Metric(
+        "flip", _run, "classifier", headline=_headline, rows=_rows, plot=plot_flip, finalize=_finalize, paired=_paired
+    )
 )

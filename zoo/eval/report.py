@@ -61,13 +61,13 @@ def _consistency(model: str, r: Mapping[str, ConsistencyResult]) -> Iterator[Row
 
 
 def _diagonal(model: str, r: DiagonalResult) -> Iterator[Row]:
-    for k, d in enumerate(r.shifts):
+    for k, (d, prob, agree) in enumerate(zip(r.shifts, r.prob, r.agree)):
         yield {
             "model": model,
             "shift": d,
-            "prob": r.prob[k],
+            "prob": prob,
             **_ci_columns(r.prob_ci95, k),
-            "agree_pct": r.agree[k],
+            "agree_pct": agree,
             "reference": r.reference,
             "n": r.n,
         }
