@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
+R = TypeVar("R", bound=Result)
 PROTOCOLS = ("seeded", "official")
 # protocol: official = the release's ImageNet script: Resize(256) + CenterCrop(256), two 224 crops at
 # per-batch offsets in 0..31, 5 passes over the data
@@ -231,8 +232,8 @@ def _run_diagonal(ctx: Context, model: EvalModel) -> DiagonalResult:
 
 
 def _run_on_squares(
-    ctx: Context, model: EvalModel, name: str, fn: Callable[..., Result], keys: Sequence[str], **extra: Any
-) -> Any:
+    ctx: Context, model: EvalModel, name: str, fn: Callable[..., R], keys: Sequence[str], **extra: Any
+) -> R:
     """``fn`` on ``config[name]["size"]``-pixel squares, with the settings ``keys`` of ``config[name]``."""
     cfg = ctx.config[name]
     batches = ctx.batches(model, cfg["size"], cfg["size"], name, name)
