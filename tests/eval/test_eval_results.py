@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 from eval_nets import circular_net, pointwise_generator
+from PIL import Image
 
 from zoo.eval.consistency import ConsistencyResult
+from zoo.eval.data import FolderSource
 from zoo.eval.results import OPTIONAL, Result, optional_with
 from zoo.eval.runner import EvalModel, load_eval_config, run_eval
 from zoo.io import jsonable
@@ -117,3 +121,22 @@ def test_results_json_holds_each_records_fields(tmp_path) -> None:
     crop = res["models"]["a"]["consistency"]["crop"]
     assert isinstance(crop, ConsistencyResult) and "top1_crops" not in stored["models"]["a"]["consistency"]["crop"]
     assert "reference_model" in stored["models"]["b"]["flip"] and "mfr" in stored["models"]["b"]["flip"]
+
+
+def test_labelled_consistency_csv_has_each_protocols_view_accuracy(tmp_path) -> None:
+    """Labelled crop and circular rows carry different optional columns (top1_crops / top1_rolled)."""
+    rng = np.random.default_rng(0)
+    for label in ("c0", "c1"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(2):
+            image = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(image).save(tmp_path / "data" / label / f"{i}.png")
+    net = circular_net(classes=2)
+    net.num_classes = 2  # labels are used when the class counts match
+    over = {"metrics": ["consistency"], "resize": 40, "crop": 40, "consistency": {"max_shift": 8}}
+    run_eval([EvalModel("a", net)], load_eval_config(overrides=over), source=FolderSource(tmp_path / "data"),
+             out_dir=tmp_path / "out", progress=False, log=lambda _m: None)  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "out" / "consistency.csv").open()))
+    assert [r["protocol"] for r in rows] == ["crop", "circular"]
+    assert rows[0]["top1_crops"] != "" and rows[0]["top1_rolled"] == ""
+    assert rows[1]["top1_rolled"] != "" and rows[1]["top1_crops"] == ""

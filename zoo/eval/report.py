@@ -154,8 +154,11 @@ TABLES: dict[str, Callable[[str, Any], Iterator[Row]]] = {
 
 
 def _csv(rows: list[Row]) -> str:
+    """The rows as CSV; the columns are every row's keys in first-seen order (a row without one leaves it empty,
+    e.g. ``top1_crops`` on the circular protocol's row)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", restval="")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
