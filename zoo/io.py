@@ -47,7 +47,11 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
 
 
 def jsonable(obj: Any) -> Any:
-    """Strict-JSON copy: NaN -> null, +-inf -> "inf"/"-inf", tuples -> lists, unknown objects -> str."""
+    """Strict-JSON copy: NaN -> null, +-inf -> "inf"/"-inf", tuples -> lists, records with a ``to_dict()``
+    (the ``zoo.eval.results.Result`` records) -> that dict, unknown objects -> str."""
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict) and not isinstance(obj, type):
+        return jsonable(to_dict())
     if isinstance(obj, float):
         if math.isnan(obj):
             return None

@@ -193,5 +193,5 @@ def test_official_protocol_through_run_eval_streams_the_data_once_per_pass() -> 
     over["consistency"] = {"protocols": ["crop"]}
     res = run_eval([EvalModel("tiny", net)], load_eval_config(overrides=over), progress=False, log=lambda _m: None)
     crop = res["models"]["tiny"]["consistency"]["crop"]
-    assert crop["procedure"] == "official" and crop["passes"] == 5 and crop["n"] == 3
+    assert crop.procedure == "official" and crop.passes == 5 and crop.n == 3
     assert calls == [(4, 3, 224, 224), (2, 3, 224, 224)] * 5  # 2 views x (2 + 1 images), 5 passes of 256 px data

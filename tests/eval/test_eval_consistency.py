@@ -28,8 +28,8 @@ def test_wilson_interval_known_values() -> None:
 def test_circular_net_is_fully_consistent_under_circular_shifts() -> None:
     net = circular_net()
     out = shift_consistency(net, [(_images(12), None)], protocol="circular", max_shift=8, seed=3)
-    assert out["consistency"] == 100.0 and out["n"] == 12 and out["agree"] == 12
-    assert out["ci95"][1] == 100.0 and 70.0 < out["ci95"][0] < 100.0
+    assert out.consistency == 100.0 and out.n == 12 and out.agree == 12
+    assert out.ci95[1] == 100.0 and 70.0 < out.ci95[0] < 100.0
     assert "top1" not in out and "top1_rolled" not in out
 
 
@@ -61,10 +61,10 @@ def test_brightness_model_consistency_matches_hand_computation(protocol: str) ->
     for batch in (1, 7, 40):  # the figure does not depend on the batch size
         batches = [(images[k : k + batch], None) for k in range(0, len(images), batch)]
         out = shift_consistency(BrightnessClassifier(bins), batches, protocol=protocol, max_shift=max_shift, seed=11)
-        assert out["agree"] == expected_agree
-        assert out["consistency"] == pytest.approx(100.0 * expected_agree / len(images))
+        assert out.agree == expected_agree
+        assert out.consistency == pytest.approx(100.0 * expected_agree / len(images))
         low, high = wilson_interval(expected_agree, len(images))
-        assert out["ci95"] == pytest.approx([100 * low, 100 * high])
+        assert out.ci95 == pytest.approx([100 * low, 100 * high])
 
 
 def test_offsets_are_seeded_per_image_and_in_range() -> None:
@@ -81,12 +81,12 @@ def test_accuracy_from_labels() -> None:
     images = torch.full((6, 3, 16, 16), 0.6)  # mean 0.6 -> bin 2; second-nearest bin centre is 0.625 (bin 2)...
     labels = torch.tensor([2, 2, 2, 1, 3, 0])  # nearest bins: 2 (0.625), then 1 (0.375) / 3 (0.875)
     out = shift_consistency(net, [(images, labels)], protocol="crop", max_shift=4)
-    assert out["top1_crops"] == pytest.approx(50.0)  # named for what it is: the accuracy of the shifted crops
+    assert out.top1_crops == pytest.approx(50.0)  # named for what it is: the accuracy of the shifted crops
     assert all(type(out[k]) is float for k in ("consistency", "top1_crops", "top5_crops"))  # plain, picklable
-    assert out["top5_crops"] == pytest.approx(100.0)  # 4 classes: top-5 = all classes
+    assert out.top5_crops == pytest.approx(100.0)  # 4 classes: top-5 = all classes
     assert "top1" not in out
     rolled = shift_consistency(net, [(images, labels)], protocol="circular", max_shift=4)
-    assert rolled["top1_rolled"] == pytest.approx(50.0) and "top1_crops" not in rolled
+    assert rolled.top1_rolled == pytest.approx(50.0) and "top1_crops" not in rolled
 
 
 def test_errors_and_mode_restore() -> None:
@@ -108,11 +108,11 @@ def test_diagonal_curve_of_invariant_model_is_flat() -> None:
     images = torch.rand(3, 3, 20, 20, generator=torch.Generator().manual_seed(0))
     # a model of the crop mean: for a constant image every crop is identical
     flat = diagonal_shift_curve(BrightnessClassifier(4), [(torch.full((2, 3, 20, 20), 0.3), None)], max_shift=6)
-    assert flat["shifts"] == list(range(7)) and flat["agree"] == [100.0] * 7
-    assert max(flat["prob"]) - min(flat["prob"]) == 0.0
+    assert flat.shifts == list(range(7)) and flat.agree == [100.0] * 7
+    assert max(flat.prob) - min(flat.prob) == 0.0
     labelled = diagonal_shift_curve(circular_net(), [(images, torch.tensor([0, 1, 2]))], max_shift=4)
-    assert labelled["reference"] == "label" and labelled["n"] == 3 and len(labelled["prob"]) == 5
-    assert all(lo <= p <= hi for p, lo, hi in zip(labelled["prob"], *labelled["prob_ci95"]))
+    assert labelled.reference == "label" and labelled.n == 3 and len(labelled.prob) == 5
+    assert all(lo <= p <= hi for p, lo, hi in zip(labelled.prob, *labelled.prob_ci95))
 
 
 class BrightestRow(torch.nn.Module):
@@ -138,7 +138,7 @@ def test_circular_consistency_known_answer_needs_the_roll() -> None:
         unrolled_agree += plain[0] == plain[1]
     assert unrolled_agree == 60 and 10 < expected < 50  # a stand-in that skips the roll would report 100%
     out = shift_consistency(BrightestRow(), [(images, None)], protocol="circular", max_shift=8, seed=4)
-    assert out["agree"] == expected
+    assert out.agree == expected
 
 
 class Corners(torch.nn.Module):
@@ -158,12 +158,12 @@ def test_diagonal_curve_known_answer_checks_the_geometry() -> None:
         for d in range(7):
             crop = img[:, d : d + h, d : d + h]  # the (d, d) crop of side H - max_shift
             expected[k, d] = float(Corners()(crop[None]).softmax(1)[0, labels[k]])
-    assert np.allclose(out["prob"], expected.mean(0), atol=1e-6)
+    assert np.allclose(out.prob, expected.mean(0), atol=1e-6)
     wrong = np.zeros((3, 7))  # e.g. crops at (d, 0): the curve must differ
     for k, img in enumerate(images):
         for d in range(7):
             wrong[k, d] = float(Corners()(img[None, :, d : d + h, 0:h]).softmax(1)[0, labels[k]])
-    assert not np.allclose(out["prob"], wrong.mean(0), atol=1e-3)
+    assert not np.allclose(out.prob, wrong.mean(0), atol=1e-3)
 
 
 class OffsetRecorder(torch.nn.Module):
@@ -184,12 +184,12 @@ def test_official_procedure_offsets_per_batch_in_0_to_31_and_five_passes() -> No
     batches = [(image.expand(4, -1, -1, -1).clone(), None, torch.arange(4) + 4 * b) for b in range(3)]
     rec = OffsetRecorder()
     out = shift_consistency(rec, batches, protocol="crop", max_shift=32, procedure="official", seed=1)
-    assert out["procedure"] == "official" and out["passes"] == 5 and out["n"] == 12
+    assert out.procedure == "official" and out.passes == 5 and out.n == 12
     assert len(rec.seen) == 5 * 3 * 2 * 4  # passes x batches x 2 views x images
     assert max(max(o) for o in rec.seen) <= 31 and min(min(o) for o in rec.seen) >= 0
     for call in range(0, len(rec.seen), 4):  # one offset pair per batch: all 4 images share it
         assert len(set(rec.seen[call : call + 4])) == 1
-    assert out["consistency"] == 100.0  # constant logits always agree
+    assert out.consistency == 100.0  # constant logits always agree
     with pytest.raises(ValueError, match="crop protocol of the release"):
         shift_consistency(rec, batches, protocol="circular", procedure="official")
 
@@ -201,7 +201,7 @@ def test_clean_accuracy_on_the_unshifted_image() -> None:
     images = torch.stack([torch.full((3, 8, 8), v) for v in (0.1, 0.3, 0.6, 0.9, 0.9)])
     labels = torch.tensor([0, 1, 2, 3, 0])  # the last is wrong (bin 3); its top-5 (all 4 classes) is right
     out = clean_accuracy(net, [(images, labels)])
-    assert out["top1"] == pytest.approx(80.0) and out["top5"] == pytest.approx(100.0)
-    assert out["top1_ci95"][0] < 80.0 < out["top1_ci95"][1] and out["n"] == 5
+    assert out.top1 == pytest.approx(80.0) and out.top5 == pytest.approx(100.0)
+    assert out.top1_ci95[0] < 80.0 < out.top1_ci95[1] and out.n == 5
     unlabelled = clean_accuracy(net, [(images, None)])
-    assert unlabelled["top1"] is None and "no labels" in unlabelled["reason"]
+    assert unlabelled.top1 is None and "no labels" in unlabelled.reason

@@ -16,11 +16,11 @@ def _batches(n: int = 4) -> list:
 
 def test_identity_deformation_has_zero_sensitivity() -> None:
     out = deformation_sensitivity(circular_net(), _batches(), strengths=[0.0, 2.0], layers=["1", "3"], bootstrap=50)
-    assert out["n"] == 4 and out["pairs"] == 2
+    assert out.n == 4 and out.pairs == 2
     for name in ("1", "3", "output"):
-        assert out["layers"][name]["sensitivity"][0] == 0.0
-        assert out["layers"][name]["sensitivity"][1] > 0.0
-        assert out["layers"][name]["pair"] > 0.0
+        assert out.layers[name].sensitivity[0] == 0.0
+        assert out.layers[name].sensitivity[1] > 0.0
+        assert out.layers[name].pair > 0.0
 
 
 def test_tps_field_interpolates_controls_and_affine_maps() -> None:
@@ -49,8 +49,8 @@ def test_filter_smoothness_known_values() -> None:
         conv.weight[0] = 0.7  # constant filter: no variation
         conv.weight[1] = torch.tensor([[1.0, -1, 1], [-1, 1, -1], [1, -1, 1]])  # checkerboard: TV 24, L1 9
     out = filter_smoothness(torch.nn.Sequential(conv, torch.nn.Conv2d(2, 2, 1)))
-    assert list(out["layers"]) == ["0"] and out["filters"] == 2
-    assert out["mean"] == pytest.approx((0.0 + 24 / 9) / 2)
+    assert list(out.layers) == ["0"] and out.filters == 2
+    assert out.mean == pytest.approx((0.0 + 24 / 9) / 2)
     with pytest.raises(ValueError, match="no Conv2d"):
         filter_smoothness(torch.nn.Linear(2, 2))
 
@@ -64,7 +64,7 @@ def test_pairs_of_one_source_are_not_random_pairs() -> None:
     out = deformation_sensitivity(
         circular_net(), batches, strengths=[1.0], layers=["1"], groups={0: "a", 1: "b", 2: "c", 3: "c"}, bootstrap=50
     )
-    assert out["pairs"] == 1 and out["same_source_pairs"] == 1  # (2, 3) shows one photo twice
+    assert out.pairs == 1 and out.same_source_pairs == 1  # (2, 3) shows one photo twice
 
 
 def test_bootstrap_resamples_numerator_and_denominator_together() -> None:

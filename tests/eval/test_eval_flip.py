@@ -25,17 +25,17 @@ class Constant(torch.nn.Module):
 
 def test_constant_classifier_never_flips() -> None:
     out = flip_rates(Constant(), [(_images(), None)], mean=MEAN, std=STD, frames=5, size=32)
-    assert all(v == 0.0 for v in out["fp"].values()) and all(v == 0.0 for v in out["t5d"].values())
-    assert all(out["fp_ci95"][k][1] > 0 for k in PERTURBATIONS)  # never a [0, 0] interval
+    assert all(v == 0.0 for v in out.fp.values()) and all(v == 0.0 for v in out.t5d.values())
+    assert all(out.fp_ci95[k][1] > 0 for k in PERTURBATIONS)  # never a [0, 0] interval
 
 
 def test_model_against_itself_is_mfr_100() -> None:
     res = flip_rates(MeanBins(), [(_images(4), None)], mean=MEAN, std=STD, frames=6, size=32)
-    assert sum(v > 0 for v in res["fp"].values()) >= 3  # flips on several types: FR is defined there
+    assert sum(v > 0 for v in res.fp.values()) >= 3  # flips on several types: FR is defined there
     by_model = {"a": res, "b": copy.deepcopy(res)}
     normalise(by_model, "a")
     for r in by_model.values():
-        assert r["mfr"] == pytest.approx(100.0) and r["mt5d"] == pytest.approx(100.0)
+        assert r.mfr == pytest.approx(100.0) and r.mt5d == pytest.approx(100.0)
     with pytest.raises(ValueError, match="not an evaluated model"):
         normalise(by_model, "zzz")
 
@@ -54,9 +54,9 @@ def test_noise_types_compare_with_the_first_frame_others_with_the_previous(monke
 
     monkeypatch.setattr(flip, "make_sequence", numbered)
     out = flip_rates(Parity(), [(_images(1), None)], mean=MEAN, std=STD, frames=5, size=8)
-    assert out["comparison"]["gaussian_noise"] == "first" and out["comparison"]["translate"] == "consecutive"
-    assert out["fp"]["gaussian_noise"] == pytest.approx(0.5)  # frames 1, 3 differ from frame 0; 2, 4 do not
-    assert out["fp"]["translate"] == pytest.approx(1.0)  # every consecutive pair differs
+    assert out.comparison["gaussian_noise"] == "first" and out.comparison["translate"] == "consecutive"
+    assert out.fp["gaussian_noise"] == pytest.approx(0.5)  # frames 1, 3 differ from frame 0; 2, 4 do not
+    assert out.fp["translate"] == pytest.approx(1.0)  # every consecutive pair differs
 
 
 def test_top5_distance_known_values() -> None:

@@ -16,7 +16,7 @@ def test_circular_conv_generator_is_exactly_stable() -> None:
     torch.manual_seed(0)
     gen = torch.nn.Conv2d(3, 3, 1)  # 1x1 conv: pointwise, so shifts commute exactly
     out = generation_stability(gen, [(torch.rand(4, 3, 12, 12), None)], max_shift=4)
-    assert out["mse"] == 0.0 and out["exact"] == 4 and math.isinf(out["psnr"])
+    assert out.mse == 0.0 and out.exact == 4 and math.isinf(out.psnr)
 
 
 def test_positional_bias_error_is_the_bias_difference() -> None:
@@ -28,8 +28,8 @@ def test_positional_bias_error_is_the_bias_difference() -> None:
         dh, dw = (int(v) for v in image_rng(4, "generation", i).integers(-3, 3, 2))
         expected.append(float((torch.roll(bias, (dh, dw), dims=(-2, -1)) - bias).double().pow(2).mean()))
     mse = sum(expected) / 3
-    assert out["mse"] == pytest.approx(mse, rel=1e-6)
-    assert out["psnr"] == pytest.approx(10 * math.log10(1.0 / mse), rel=1e-6)
+    assert out.mse == pytest.approx(mse, rel=1e-6)
+    assert out.psnr == pytest.approx(10 * math.log10(1.0 / mse), rel=1e-6)
 
 
 class RangeProbe(torch.nn.Module):
@@ -55,7 +55,7 @@ def test_generators_get_minus_one_one_inputs_and_data_range_two_by_default() -> 
     res = run_eval([EvalModel("probe", probe, kind="generator")], config, progress=False, log=lambda _m: None)
     out = res["models"]["probe"]["generation"]
     assert probe.low < -0.5 and probe.high <= 1.0 + 1e-6 and probe.low >= -1.0 - 1e-6  # inputs in [-1, 1]
-    assert out["data_range"] == 2.0 and out["input_range"] == [-1.0, 1.0]
-    assert out["psnr"] == pytest.approx(10 * math.log10(4.0 / out["mse"]), rel=1e-9)
+    assert out.data_range == 2.0 and out.input_range == [-1.0, 1.0]
+    assert out.psnr == pytest.approx(10 * math.log10(4.0 / out.mse), rel=1e-9)
     with pytest.raises(ValueError, match="input_range"):
         generator_range({"input_range": [1, 0], "data_range": None})

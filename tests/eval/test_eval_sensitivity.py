@@ -27,7 +27,7 @@ def test_constant_image_gives_zero_sensitivity_for_every_protocol() -> None:
             mean=(0.4, 0.4, 0.4),
             std=(1.0, 1.0, 1.0),
         )
-        assert out["p_change"] == 0.0 and out["mac"] == 0.0 and out["pairs"] == 6
+        assert out.p_change == 0.0 and out.mac == 0.0 and out.pairs == 6
 
 
 def test_frames_move_by_one_pixel() -> None:
@@ -60,8 +60,8 @@ def test_bad_geometry_is_reported() -> None:
 def test_no_change_at_all_still_has_an_upper_bound() -> None:
     images = torch.full((4, 3, 32, 32), -0.4)
     out = shift_sensitivity(circular_net(), [(images, None)], protocol="crop", frames=6, canvas=24)
-    assert out["p_change"] == 0.0 and out["p_change_ci95"][0] == 0.0
-    assert out["p_change_ci95"][1] > 0.1  # Wilson on the 20 pooled pairs, not a [0, 0] interval
+    assert out.p_change == 0.0 and out.p_change_ci95[0] == 0.0
+    assert out.p_change_ci95[1] > 0.1  # Wilson on the 20 pooled pairs, not a [0, 0] interval
 
 
 def test_black_mean_canvas_is_zero_in_normalised_space() -> None:

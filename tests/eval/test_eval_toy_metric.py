@@ -42,13 +42,13 @@ def test_a_registered_metric_runs_reports_and_compares(tmp_path, toy_metric) -> 
     models = {"zero": Constant(0), "one": Constant(1)}
     res = run_eval(models, config, out_dir=tmp_path, progress=False, log=lines.append)
     zero, one = res["models"]["zero"]["class0"], res["models"]["one"]["class0"]
-    assert (zero["share"], one["share"], zero["n"]) == (100.0, 0.0, 6)
+    assert (zero.share, one.share, zero.n) == (100.0, 0.0, 6)
     # 0 of 6: the Wilson interval [0, z^2 / (6 + z^2)], not [0, 0]
-    assert one["ci95"] == pytest.approx([0.0, 100.0 * wilson_interval(0, 6)[1]])
+    assert one.ci95 == pytest.approx([0.0, 100.0 * wilson_interval(0, 6)[1]])
     assert any(line.startswith("zero class0: class 0 on 100.0%") for line in lines)
     pair = res["comparison"]["one vs zero"]["class 0"]
-    assert pair["test"] == "McNemar exact" and (pair["a_only"], pair["b_only"]) == (6, 0)
-    assert pair["p"] == pytest.approx(2 * 0.5**6)
+    assert pair.test == "McNemar exact" and (pair.a_only, pair.b_only) == (6, 0)
+    assert pair.p == pytest.approx(2 * 0.5**6)
     rows = list(csv.DictReader((tmp_path / "class0.csv").open()))
     assert [(r["model"], float(r["share"])) for r in rows] == [("zero", 100.0), ("one", 0.0)]
     assert (tmp_path / "class0.png").stat().st_size > 0

@@ -70,8 +70,8 @@ def test_evaluate_and_pair() -> None:
     torch.manual_seed(0)
     batches = [(torch.randn(4, 3, 8, 16), torch.randint(0, 2, (4, 8, 16))) for _ in range(3)]
     fixed = evaluate_segmentation(FixedMap(), batches, 2, shifts=[(0, 2)], rounds=200)
-    assert fixed["n"] == 12 and fixed["consistency"] == pytest.approx(1 - 4 / 16)
-    lo, hi = fixed["miou_ci95"]
-    assert lo <= fixed["miou"] <= hi and not math.isnan(lo)
+    assert fixed.n == 12 and fixed.consistency == pytest.approx(1 - 4 / 16)
+    lo, hi = fixed.miou_ci95
+    assert lo <= fixed.miou <= hi and not math.isnan(lo)
     same = paired_segmentation(fixed, fixed, rounds=200)
     assert same["consistency"]["diff"] == 0.0 and same["iou"]["diff"] == 0.0

@@ -24,15 +24,15 @@ def test_oracle_scores_100_and_constant_its_computed_miou(folder) -> None:
     report = evaluate_models({"oracle": Oracle(3), "const": Constant(3, 0)}, data, shifts=SHIFTS, rounds=200)
     oracle, const = report["models"]["oracle"], report["models"]["const"]
     assert report["num_classes"] == 3
-    assert oracle["n"] == 8 and oracle["miou"] == 1.0 and oracle["consistency"] == 1.0
-    assert oracle["iou_per_class"] == [1.0, 1.0, 1.0]
+    assert oracle.n == 8 and oracle.miou == 1.0 and oracle.consistency == 1.0
+    assert oracle.iou_per_class == [1.0, 1.0, 1.0]
     masks = np.stack([m.numpy() for _, m in data.pairs])
     share0 = float((masks == 0).mean())  # IoU of class 0 = TP / (TP + FP) = n0 / N; classes 1, 2: 0
-    assert const["iou_per_class"] == pytest.approx([share0, 0.0, 0.0])
-    assert const["miou"] == pytest.approx(share0 / 3)
-    assert const["consistency"] == 1.0  # a constant map is shift-equivariant
-    lo, hi = const["miou_ci95"]
-    assert lo <= const["miou"] <= hi
+    assert const.iou_per_class == pytest.approx([share0, 0.0, 0.0])
+    assert const.miou == pytest.approx(share0 / 3)
+    assert const.consistency == 1.0  # a constant map is shift-equivariant
+    lo, hi = const.miou_ci95
+    assert lo <= const.miou <= hi
 
 
 def test_paired_comparison_sign(folder) -> None:

@@ -2,11 +2,13 @@
 
 Every metric takes ``(model, batches, ...)`` where ``batches`` yields ``(images, labels_or_None)`` or
 ``(images, labels, global_indices)`` of normalized float images, seeds its random choices per image,
-and under ``torch.distributed`` merges the per-image records of all processes.
+and under ``torch.distributed`` merges the per-image records of all processes. Each returns a typed record
+(a :class:`zoo.eval.results.Result` dataclass; ``to_dict()`` is its JSON form, and it reads as a mapping too).
 
 >>> from zoo.eval import shift_consistency
->>> shift_consistency(model, loader, protocol="crop", max_shift=32, seed=0)  # doctest: +SKIP
-{'consistency': 88.4, 'ci95': [87.9, 88.8], 'n': 50000, ...}
+>>> res = shift_consistency(model, loader, protocol="crop", max_shift=32, seed=0)  # doctest: +SKIP
+>>> res.consistency, res.ci95, res.n  # doctest: +SKIP
+(88.4, [87.9, 88.8], 50000)
 """
 
 from zoo.eval.clean import clean_accuracy

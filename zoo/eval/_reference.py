@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
@@ -17,23 +16,8 @@ def mean_defined(values: Mapping[str, float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def store_relative(
-    result: dict[str, Any],
-    reference: str,
-    tables: Mapping[str, tuple[Scores, str]],
-    note: tuple[str, str],
-) -> None:
-    """Write a model's scores relative to ``reference`` into its ``result``, in place.
-
-    ``tables`` maps a key to ``(per-item scores, key of their mean)``: each table is stored with its
-    mean over the defined items. Items where the first table is undefined (``None``) are named in
-    ``result[note[0]]`` as ``f"{note[1]} {items}: left out of ..."`` (``note[1]`` holds ``{}`` for them).
-    """
-    result["reference_model"] = reference
-    result.update({key: scores for key, (scores, _) in tables.items()})
-    for scores, mean_key in tables.values():
-        result[mean_key] = mean_defined(scores)
-    first = next(iter(tables.values()))[0]
-    undefined = sorted(k for k, v in first.items() if v is None)
-    if undefined:
-        result[note[0]] = note[1].format(", ".join(undefined))
+def undefined_note(scores: Mapping[str, float | None], template: str) -> str | None:
+    """``template`` (holding ``{}``) filled with the items whose score is ``None``; ``None`` when every
+    item has a score (the note of the items left out of the mean)."""
+    undefined = sorted(k for k, v in scores.items() if v is None)
+    return template.format(", ".join(undefined)) if undefined else None

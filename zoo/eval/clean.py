@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator, Mapping
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,10 +13,28 @@ from torch import nn
 from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device
 from zoo.eval.consistency import _check_labels, group_list
-from zoo.eval.registry import Context, Metric, centre, register
+from zoo.eval.plots import plot_clean
+from zoo.eval.registry import Context, Metric, Paired, centre, register
+from zoo.eval.results import OPTIONAL, PerImage, Result
 from zoo.stats import proportion_ci
 
-__all__ = ["clean_accuracy"]
+__all__ = ["CleanResult", "clean_accuracy"]
+
+
+@dataclass(kw_only=True)
+class CleanResult(Result):
+    """:func:`clean_accuracy` in % (``per_image``: ``index``, ``pred``; with labels ``correct1``, ``correct5``)."""
+
+    n: int
+    n_eff: int
+    labelled: bool
+    per_image: PerImage
+    top1: float | None  # None without labels (see ``reason``)
+    top1_ci95: list[float] | None = field(default=None, metadata=OPTIONAL)
+    top5: float | None
+    top5_ci95: list[float] | None = field(default=None, metadata=OPTIONAL)
+    reason: str | None = field(default=None, metadata=OPTIONAL)
+    size: int | None = field(default=None, metadata=OPTIONAL)  # the centre crop (set by ``zoo eval``)
 
 
 def clean_accuracy(
@@ -25,13 +43,13 @@ def clean_accuracy(
     *,
     groups: Mapping[int, Hashable] | None = None,
     device: str | torch.device | None = None,
-) -> dict[str, Any]:
+) -> CleanResult:
     """Top-1 / top-5 accuracy (%) of ``model`` on the images as given (no shift).
 
     Without labels there is no accuracy: ``top1``/``top5`` are ``None`` with a ``reason``.
 
-    Returns ``{"top1", "top1_ci95", "top5", "top5_ci95" (Wilson, cluster design effect), "n", "n_eff",
-    "labelled", "per_image": {"index", "correct1", "correct5", "pred"}}``.
+    Returns a :class:`CleanResult`: ``top1``, ``top1_ci95``, ``top5``, ``top5_ci95`` (Wilson, cluster design
+    effect), ``n``, ``n_eff``, ``labelled``, ``per_image`` (``index``, ``correct1``, ``correct5``, ``pred``).
     """
     dev = model_device(model, device)
     records: dict[int, tuple[int, int, int]] = {}
@@ -52,72 +70,65 @@ def clean_accuracy(
     records = gather_records(records)
     index = list(records)
     table = np.array(list(records.values()), dtype=np.int64).reshape(-1, 3)
-    out: dict[str, Any] = {
-        "n": len(index),
-        "n_eff": len(set(group_list(groups, index) or index)),
-        "labelled": bool(labelled),
-        "per_image": {"index": index, "pred": table[:, 0].tolist()},
-    }
+    out = CleanResult(
+        n=len(index),
+        n_eff=len(set(group_list(groups, index) or index)),
+        labelled=bool(labelled),
+        per_image={"index": index, "pred": table[:, 0].tolist()},
+        top1=None,
+        top5=None,
+    )
     if not labelled:
-        out.update(
-            {
-                "top1": None,
-                "top5": None,
-                "reason": "no labels (the source has none, or its classes are not the model's)",
-            }
-        )
+        out.reason = "no labels (the source has none, or its classes are not the model's)"
         return out
-    for k, col in (("top1", 1), ("top5", 2)):
+
+    def percent(col: int) -> tuple[float, list[float]]:
         prop = proportion_ci(table[:, col], np.ones(len(table)), group_list(groups, index))
-        out[k] = 100.0 * prop["p"]
-        out[f"{k}_ci95"] = [100.0 * prop["ci95"][0], 100.0 * prop["ci95"][1]]
-    out["per_image"].update({"correct1": table[:, 1].tolist(), "correct5": table[:, 2].tolist()})
+        return 100.0 * prop["p"], [100.0 * prop["ci95"][0], 100.0 * prop["ci95"][1]]
+
+    (out.top1, out.top1_ci95), (out.top5, out.top5_ci95) = percent(1), percent(2)
+    out.per_image.update({"correct1": table[:, 1].tolist(), "correct5": table[:, 2].tolist()})
     return out
 
 
-def _run(ctx: Context, model: Any) -> dict[str, Any]:
+def _run(ctx: Context, model: Any) -> CleanResult:
     cfg = ctx.config
     size = cfg["clean"]["size"] or cfg["crop"] - cfg["consistency"]["max_shift"]
     batches = ctx.batches(model, cfg["resize"], cfg["crop"], "clean", "clean", ctx.use_labels(model))
     out = clean_accuracy(model.module, centre(batches, size), groups=ctx.groups("clean"), device=ctx.device)
-    out["size"] = size
+    out.size = size
     return out
 
 
-def _headline(r: dict[str, Any]) -> str:
-    if r["top1"] is None:
-        return f"no labels: accuracy undefined (n={r['n']})"
-    lo, hi = r["top1_ci95"]
-    return f"top-1 {r['top1']:.2f}% [{lo:.1f}, {hi:.1f}], top-5 {r['top5']:.2f}% (n={r['n']}, {r['n_eff']} photos)"
+def _headline(r: CleanResult) -> str:
+    if r.top1 is None or r.top1_ci95 is None:
+        return f"no labels: accuracy undefined (n={r.n})"
+    lo, hi = r.top1_ci95
+    return f"top-1 {r.top1:.2f}% [{lo:.1f}, {hi:.1f}], top-5 {r.top5:.2f}% (n={r.n}, {r.n_eff} photos)"
 
 
-def _rows(model: str, r: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _rows(model: str, r: CleanResult) -> Iterator[dict[str, Any]]:
+    low, high = r.top1_ci95 or (None, None)
     yield {
         "model": model,
-        "top1": r["top1"],
-        "top1_ci95_low": (r.get("top1_ci95") or [None])[0],
-        "top1_ci95_high": (r.get("top1_ci95") or [None, None])[1],
-        "top5": r["top5"],
-        "n": r["n"],
-        "n_eff": r["n_eff"],
-        "size": r["size"],
+        "top1": r.top1,
+        "top1_ci95_low": low,
+        "top1_ci95_high": high,
+        "top5": r.top5,
+        "n": r.n,
+        "n_eff": r.n_eff,
+        "size": r.size,
     }
 
 
-def _plot(results: dict[str, Any], path: Path) -> Path:
-    from zoo.eval.plots import plot_clean
-
-    return plot_clean(results, path)
-
-
-def _paired(r: dict[str, Any]) -> dict[str, tuple[str, dict[int, float]]]:
-    if not r["labelled"]:
+def _paired(r: CleanResult) -> Paired:
+    if not r.labelled:
         return {}
-    index = r["per_image"]["index"]
+    index = r.per_image["index"]
     return {
-        "clean top-1": ("binary", dict(zip(index, r["per_image"]["correct1"]))),
-        "clean top-5": ("binary", dict(zip(index, r["per_image"]["correct5"]))),
+        "clean top-1": ("binary", dict(zip(index, r.per_image["correct1"]))),
+        "clean top-5": ("binary", dict(zip(index, r.per_image["correct5"]))),
     }
 
 
-register(Metric("clean", _run, "classifier", headline=_headline, rows=_rows, plot=_plot, paired=_paired))
+register(Metric("clean", _run, "classifier", headline=_headline, rows=_rows, plot=plot_clean, paired=_paired))

@@ -11,14 +11,33 @@ binary outcomes and flip probabilities, cosine distance for features).
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
 
 import numpy as np
 
+from zoo.eval.results import OPTIONAL, Result
 from zoo.stats import mcnemar_exact, paired_bootstrap
 
-__all__ = ["compare_models", "compare_pair"]
+__all__ = ["PairComparison", "compare_models", "compare_pair"]
+
+
+@dataclass(kw_only=True)
+class PairComparison(Result):
+    """B - A on one per-image quantity of two models: the means ``a`` and ``b``, their difference with its
+    95% paired interval, and a test (``p``; ``a_only``/``b_only``: the discordant images of McNemar's test)."""
+
+    a: float
+    b: float
+    diff: float
+    ci95: list[float]
+    n: int
+    n_eff: int
+    p: float
+    test: str
+    a_only: int | None = field(default=None, metadata=OPTIONAL)  # binary outcomes: discordant images (McNemar)
+    b_only: int | None = field(default=None, metadata=OPTIONAL)
+    note: str | None = field(default=None, metadata=OPTIONAL)
 
 
 def compare_pair(
@@ -28,8 +47,8 @@ def compare_pair(
     groups: Mapping[int, Hashable] | None = None,
     rounds: int = 2000,
     seed: int = 0,
-) -> dict[str, Any]:
-    """B - A over the images both have: ``{"a", "b", "diff", "ci95", "p", "test", "n", "n_eff"}``."""
+) -> PairComparison:
+    """B - A over the images both have (a :class:`PairComparison`)."""
     common = sorted(set(a) & set(b))
     if not common:
         raise ValueError("the two models share no evaluated image: nothing to compare")
@@ -37,21 +56,21 @@ def compare_pair(
     vb = np.array([b[i] for i in common], dtype=np.float64)
     clusters = None if groups is None else [groups.get(i, i) for i in common]
     boot = paired_bootstrap(vb - va, clusters, rounds=rounds, seed=seed)
-    out = {
-        "a": float(np.nanmean(va)),
-        "b": float(np.nanmean(vb)),
-        "diff": boot["diff"],
-        "ci95": boot["ci95"],
-        "n": boot["n"],
-        "n_eff": boot["n_eff"],
-    }
+    out = PairComparison(
+        a=float(np.nanmean(va)),
+        b=float(np.nanmean(vb)),
+        diff=boot["diff"],
+        ci95=boot["ci95"],
+        n=boot["n"],
+        n_eff=boot["n_eff"],
+        p=boot["p"],
+        test="sign-flip test over photos",
+    )
     if kind == "binary":
         test = mcnemar_exact(va > 0.5, vb > 0.5)
-        out.update({"p": test["p"], "test": "McNemar exact", "a_only": test["a_only"], "b_only": test["b_only"]})
-    else:
-        out.update({"p": boot["p"], "test": "sign-flip test over photos"})
-    if out["n_eff"] < 10:
-        out["note"] = f"only {out['n_eff']} independent photos: the interval is rough"
+        out.p, out.test, out.a_only, out.b_only = test["p"], "McNemar exact", test["a_only"], test["b_only"]
+    if out.n_eff < 10:
+        out.note = f"only {out.n_eff} independent photos: the interval is rough"
     return out
 
 
@@ -60,13 +79,13 @@ def compare_models(
     groups: Mapping[int, Hashable] | None = None,
     rounds: int = 2000,
     seed: int = 0,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, dict[str, PairComparison]]:
     """``{"B vs A": {quantity: compare_pair(...)}}`` for every pair of models (A before B in the input).
 
     ``per_model`` maps a model to ``{quantity: (kind, {image index: value})}``; a quantity is
     compared when both models have it.
     """
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, PairComparison]] = {}
     for name_a, name_b in combinations(per_model, 2):
         qa, qb = per_model[name_a], per_model[name_b]
         items = {}

@@ -5,6 +5,7 @@ diagonal-shift curves. Definitions: docs/eval.md.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,13 +15,57 @@ from torch import Tensor, nn
 from zoo.distributed import gather_records, rank_world
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
 from zoo.eval._seeding import image_rng, stream_id
+from zoo.eval.results import OPTIONAL, PerImage, Result
 from zoo.stats import mean_ci, proportion_ci
 
-__all__ = ["PROCEDURES", "PROTOCOLS", "diagonal_shift_curve", "shift_consistency", "shift_offsets"]
+__all__ = [
+    "PROCEDURES",
+    "PROTOCOLS",
+    "ConsistencyResult",
+    "DiagonalResult",
+    "diagonal_shift_curve",
+    "shift_consistency",
+    "shift_offsets",
+]
 
 PROTOCOLS = ("crop", "circular")
 PROCEDURES = ("seeded", "official")
-VIEW_NAMES = {"crop": "crops", "circular": "rolled"}  # the accuracy of the shifted views: top1_crops, top1_rolled
+
+
+@dataclass(kw_only=True)
+class ConsistencyResult(Result):
+    """:func:`shift_consistency` of one protocol (percentages; ``per_image``: ``index``, ``agree``)."""
+
+    consistency: float
+    ci95: list[float]
+    n: int
+    n_eff: int
+    agree: int
+    protocol: str
+    max_shift: int
+    seed: int
+    per_image: PerImage
+    # with labels: the accuracy of the shifted views (crops: crop protocol, rolled: circular protocol)
+    top1_crops: float | None = field(default=None, metadata=OPTIONAL)
+    top5_crops: float | None = field(default=None, metadata=OPTIONAL)
+    top1_rolled: float | None = field(default=None, metadata=OPTIONAL)
+    top5_rolled: float | None = field(default=None, metadata=OPTIONAL)
+    procedure: str | None = field(default=None, metadata=OPTIONAL)  # "official" (absent: seeded)
+    passes: int | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(kw_only=True)
+class DiagonalResult(Result):
+    """:func:`diagonal_shift_curve`: one value per shift ``d`` in ``shifts``."""
+
+    n_eff: int
+    shifts: list[int]
+    prob: list[float]
+    prob_ci95: list[list[float]]
+    agree: list[float]
+    reference: str
+    n: int
+    max_shift: int
 
 
 def group_list(groups: Mapping[int, Hashable] | None, indices: Iterable[int]) -> list[Hashable] | None:
@@ -79,7 +124,7 @@ def shift_consistency(
     passes: int = 5,
     groups: Mapping[int, Hashable] | None = None,
     device: str | torch.device | None = None,
-) -> dict[str, Any]:
+) -> ConsistencyResult:
     """Percentage of images whose top-1 class is the same under two random shifts.
 
     Args:
@@ -101,9 +146,9 @@ def shift_consistency(
         device: where to run; default the model's device.
 
     Returns:
-        ``{"consistency": %, "ci95": [low %, high %] (Wilson, cluster design effect), "n": images,
-        "n_eff": effective sample size, "agree": count, "protocol", "max_shift", "seed", "per_image"}``
-        plus ``"top1_crops"``/``"top5_crops"`` (crop) or ``"top1_rolled"``/``"top5_rolled"`` (circular):
+        a :class:`ConsistencyResult`: ``consistency`` %, ``ci95`` [low %, high %] (Wilson, cluster design
+        effect), ``n`` images, ``n_eff`` effective sample size, ``agree`` count, ``protocol``, ``max_shift``,
+        ``seed``, ``per_image``; ``top1_crops``/``top5_crops`` (crop) or ``top1_rolled``/``top5_rolled`` (circular):
         %, accuracy of the shifted views (two per image), when labels are given. This is not clean
         accuracy (see :func:`zoo.eval.clean.clean_accuracy`). Under ``torch.distributed`` every rank
         passes its shard and gets the figures of all images.
@@ -150,25 +195,27 @@ def _summary(
     table: np.ndarray,
     labelled: bool | None,
     groups: Mapping[int, Hashable] | None,
-) -> dict[str, Any]:
+) -> ConsistencyResult:
     n = len(index)
     prop = proportion_ci(agree, trials, group_list(groups, index))
-    out: dict[str, Any] = {
-        "consistency": 100.0 * prop["p"] if n else float("nan"),
-        "ci95": [100.0 * prop["ci95"][0], 100.0 * prop["ci95"][1]],
-        "n": n,
-        "n_eff": len(set(group_list(groups, index) or index)),
-        "agree": int(agree.sum()),
-        "protocol": protocol,
-        "max_shift": max_shift,
-        "seed": seed,
-        "per_image": {"index": index, "agree": (agree / np.maximum(trials, 1)).tolist()},
-    }
+    out = ConsistencyResult(
+        consistency=100.0 * prop["p"] if n else float("nan"),
+        ci95=[100.0 * prop["ci95"][0], 100.0 * prop["ci95"][1]],
+        n=n,
+        n_eff=len(set(group_list(groups, index) or index)),
+        agree=int(agree.sum()),
+        protocol=protocol,
+        max_shift=max_shift,
+        seed=seed,
+        per_image={"index": index, "agree": (agree / np.maximum(trials, 1)).tolist()},
+    )
     if labelled:
-        views = VIEW_NAMES[protocol]
         views_seen = 2.0 * float(trials.sum())  # python floats: results are pickled/JSON-ed as plain types
-        out[f"top1_{views}"] = 100.0 * float(table[:, 1].sum()) / views_seen
-        out[f"top5_{views}"] = 100.0 * float(table[:, 2].sum()) / views_seen
+        top1, top5 = (100.0 * float(table[:, k].sum()) / views_seen for k in (1, 2))
+        if protocol == "crop":
+            out.top1_crops, out.top5_crops = top1, top5
+        else:
+            out.top1_rolled, out.top5_rolled = top1, top5
     return out
 
 
@@ -181,7 +228,7 @@ def _official_consistency(
     passes: int,
     groups: Mapping[int, Hashable] | None,
     device: str | torch.device | None,
-) -> dict[str, Any]:
+) -> ConsistencyResult:
     """The release's procedure: per batch, offsets ``randint(0, max_shift, 2)`` twice; ``passes`` passes."""
     if protocol != "crop":
         raise ValueError("procedure='official' is the crop protocol of the release; use protocol='crop'")
@@ -218,7 +265,7 @@ def _official_consistency(
                     row[3] += 1
     table = np.array([counts[i] for i in sorted(counts)], dtype=np.int64).reshape(-1, 4)
     out = _summary(protocol, max_shift, seed, sorted(counts), table[:, 0], table[:, 3], table, labelled, groups)
-    out.update({"procedure": "official", "passes": passes})
+    out.procedure, out.passes = "official", passes
     return out
 
 
@@ -230,15 +277,15 @@ def diagonal_shift_curve(
     chunk: int = 64,
     groups: Mapping[int, Hashable] | None = None,
     device: str | torch.device | None = None,
-) -> dict[str, Any]:
+) -> DiagonalResult:
     """Probability of the reference class along a diagonal shift (Zhang 2019, Fig. 1).
 
     Each image gives ``max_shift + 1`` crops of size (H - max_shift) at offsets (d, d), d = 0..max_shift.
     The reference class is the label when labels are given, else the class predicted at d = 0.
 
-    Returns ``{"shifts": [d], "prob": [mean P], "prob_ci95": [[low], [high]] (Student t over images, or
-    over the clusters of ``groups``), "n_eff", "agree": [% of images whose top-1 equals the top-1 at d = 0],
-    "reference": "label" | "first_frame", "n": images}``.
+    Returns a :class:`DiagonalResult`: ``shifts`` [d], ``prob`` [mean P], ``prob_ci95`` [[low], [high]]
+    (Student t over images, or over the clusters of ``groups``), ``n_eff``, ``agree`` [% of images whose
+    top-1 equals the top-1 at d = 0], ``reference`` ("label" | "first_frame"), ``n`` images.
     """
     if not isinstance(max_shift, int) or max_shift < 1:
         raise ValueError(f"max_shift must be an int >= 1, got {max_shift!r}")
@@ -267,13 +314,13 @@ def diagonal_shift_curve(
     prob = np.stack([r[0] for r in records.values()]) if records else np.zeros((0, max_shift + 1))
     agree = np.stack([r[1] for r in records.values()]) if records else np.zeros((0, max_shift + 1))
     mean, low, high = mean_ci(prob, groups=group_list(groups, records))
-    return {
-        "n_eff": len(set(group_list(groups, records) or records)),
-        "shifts": list(range(max_shift + 1)),
-        "prob": mean.tolist(),
-        "prob_ci95": [low.tolist(), high.tolist()],
-        "agree": (100.0 * agree.mean(axis=0)).tolist() if len(agree) else [],
-        "reference": reference,
-        "n": len(records),
-        "max_shift": max_shift,
-    }
+    return DiagonalResult(
+        n_eff=len(set(group_list(groups, records) or records)),
+        shifts=list(range(max_shift + 1)),
+        prob=mean.tolist(),
+        prob_ci95=[low.tolist(), high.tolist()],
+        agree=(100.0 * agree.mean(axis=0)).tolist() if len(agree) else [],
+        reference=reference,
+        n=len(records),
+        max_shift=max_shift,
+    )

@@ -11,6 +11,7 @@ clean prediction. CE and mCE are normalised by a reference model measured on the
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,11 @@ from torch import Tensor, nn
 from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
 from zoo.eval._corrupt import COMMON, EXTRA, GROUPS, corrupt
-from zoo.eval._reference import store_relative
+from zoo.eval._reference import mean_defined, undefined_note
 from zoo.eval.consistency import _check_labels, group_list
-from zoo.eval.registry import Context, Metric, centre, register
+from zoo.eval.plots import plot_corruptions
+from zoo.eval.registry import Context, Metric, Paired, centre, register
+from zoo.eval.results import OPTIONAL, PerImage, Result, optional_with
 from zoo.stats import mean_ci, proportion_ci
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "COMMON",
     "EXTRA",
     "GROUPS",
+    "CorruptionResult",
     "corruption_errors",
     "imagenet_c_errors",
     "normalise",
@@ -62,6 +66,35 @@ ALEXNET_ERRORS: dict[str, float] = dict(
 )
 
 
+@dataclass(kw_only=True)
+class CorruptionResult(Result):
+    """:func:`corruption_errors` / :func:`imagenet_c_errors` (errors as fractions); the scores relative to a
+    reference model (percent) are set by :func:`normalise`."""
+
+    clean_error: float | None  # None: ImageNet-C without clean images
+    clean_error_ci95: list[float | None]
+    errors: dict[str, list[float]]  # per severity
+    mean_error: dict[str, float]
+    error_ci95: dict[str, list[float]]
+    overall_error: float
+    overall_error_ci95: list[float]
+    reference: str  # "label" | "clean_prediction"
+    n: int
+    n_eff: int
+    corruptions: list[str]
+    severities: list[int]
+    per_image: PerImage  # index, error (mean over all (c, s)), clean_error
+    note: str | None = field(default=None, metadata=OPTIONAL)
+    source: str | None = field(default=None, metadata=OPTIONAL)  # the ImageNet-C folder read
+    size: int | None = field(default=None, metadata=OPTIONAL)  # the image size (set by ``zoo eval``)
+    reference_model: str | None = field(default=None, metadata=OPTIONAL)
+    ce: dict[str, float | None] | None = field(default=None, metadata=optional_with("reference_model"))
+    mce: float | None = field(default=None, metadata=optional_with("reference_model"))  # each table, then its mean
+    relative_ce: dict[str, float | None] | None = field(default=None, metadata=optional_with("reference_model"))
+    relative_mce: float | None = field(default=None, metadata=optional_with("reference_model"))
+    mce_note: str | None = field(default=None, metadata=OPTIONAL)
+
+
 def _to_uint8(image: Tensor) -> np.ndarray:
     return (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
@@ -79,7 +112,7 @@ def corruption_errors(
     cache: dict[Any, np.ndarray] | None = None,
     chunk: int = 64,
     device: str | torch.device | None = None,
-) -> dict[str, Any]:
+) -> CorruptionResult:
     """Top-1 error of ``model`` on every (corruption, severity) of each image, generated in memory.
 
     Args:
@@ -89,10 +122,10 @@ def corruption_errors(
             (a check: its error is the clean error).
         cache: a dict shared between models so each corrupted image is generated once.
 
-    Returns ``{"clean_error", "errors": {c: [error per severity]}, "mean_error": {c: mean over
-    severities}, "error_ci95": {c: [low, high]}, "reference": "label" | "clean_prediction", "n", "n_eff",
-    "corruptions", "severities", "per_image": {"index", "error": mean over all (c, s), "clean_error"}}``
-    (errors as fractions). CE/mCE are added by :func:`normalise`.
+    Returns a :class:`CorruptionResult`: ``clean_error``, ``errors`` {c: [error per severity]},
+    ``mean_error`` {c: mean over severities}, ``error_ci95`` {c: [low, high]}, ``reference`` ("label" |
+    "clean_prediction"), ``n``, ``n_eff``, ``corruptions``, ``severities``, ``per_image`` (``index``,
+    ``error``: mean over all (c, s), ``clean_error``); errors as fractions. CE/mCE are added by :func:`normalise`.
     """
     bad = [c for c in corruptions if c not in COMMON + EXTRA + ("identity",)]
     if bad:
@@ -138,7 +171,7 @@ def _summary(
     severities: Sequence[int],
     reference: str,
     groups: Mapping[int, Hashable] | None,
-) -> dict[str, Any]:
+) -> CorruptionResult:
     index = list(records)
     clusters = group_list(groups, index)
     if not index:
@@ -153,21 +186,21 @@ def _summary(
     clean_prop = proportion_ci(clean, np.ones(len(index)), clusters)
     per_image_err = wrong.mean((1, 2))
     overall, low, high = mean_ci(per_image_err, groups=clusters)
-    return {
-        "clean_error": clean_prop["p"],
-        "clean_error_ci95": clean_prop["ci95"],
-        "errors": errors,
-        "mean_error": mean_err,
-        "error_ci95": ci,
-        "overall_error": float(overall),
-        "overall_error_ci95": [float(low), float(high)],
-        "reference": reference,
-        "n": len(index),
-        "n_eff": len(set(clusters or index)),
-        "corruptions": list(corruptions),
-        "severities": list(severities),
-        "per_image": {"index": index, "error": per_image_err.tolist(), "clean_error": clean.tolist()},
-    }
+    return CorruptionResult(
+        clean_error=clean_prop["p"],
+        clean_error_ci95=clean_prop["ci95"],
+        errors=errors,
+        mean_error=mean_err,
+        error_ci95=ci,
+        overall_error=float(overall),
+        overall_error_ci95=[float(low), float(high)],
+        reference=reference,
+        n=len(index),
+        n_eff=len(set(clusters or index)),
+        corruptions=list(corruptions),
+        severities=list(severities),
+        per_image={"index": index, "error": per_image_err.tolist(), "clean_error": clean.tolist()},
+    )
 
 
 def imagenet_c_errors(
@@ -182,7 +215,7 @@ def imagenet_c_errors(
     num_workers: int = 0,
     limit: int | None = None,
     device: str | torch.device | None = None,
-) -> dict[str, Any]:
+) -> CorruptionResult:
     """Errors on the released ImageNet-C images: ``root/<corruption>/<severity>/<wnid>/<image>``.
 
     ``transform`` is the model's eval preprocessing of the 224 px files (e.g. ToTensor + Normalize).
@@ -221,13 +254,13 @@ def imagenet_c_errors(
     records = {i: (clean.get(i, 0), w) for i, w in sorted(per.items())}
     out = _summary(records, corruptions, severities, "label", None)
     if not clean:
-        out["clean_error"], out["clean_error_ci95"] = None, [None, None]
-        out["note"] = "no clean images given: relative mCE is unavailable"
-    out["source"] = str(root)
+        out.clean_error, out.clean_error_ci95 = None, [None, None]
+        out.note = "no clean images given: relative mCE is unavailable"
+    out.source = str(root)
     return out
 
 
-def normalise(by_model: dict[str, dict[str, Any]], reference: str | None) -> None:
+def normalise(by_model: dict[str, CorruptionResult], reference: str | None) -> None:
     """Add CE, mCE and relative mCE (percent) to every model's corruption result, in place.
 
     ``reference``: a model name among ``by_model`` (default: the first), or ``"alexnet_published"``
@@ -239,34 +272,36 @@ def normalise(by_model: dict[str, dict[str, Any]], reference: str | None) -> Non
         return
     ref_name = reference or next(iter(by_model))
     if ref_name == "alexnet_published":
-        if any("source" not in r for r in by_model.values()):
+        if any(r.source is None for r in by_model.values()):
             raise ValueError(
                 "corruptions.reference=alexnet_published: AlexNet's published errors hold only for the released "
                 "ImageNet-C images (corruptions.imagenet_c=PATH); name one of the evaluated models instead"
             )
-        ref_err = {c: [ALEXNET_ERRORS[c]] for c in ALEXNET_ERRORS}
-        ref_clean = None
+        ref_err: dict[str, list[float]] = {c: [ALEXNET_ERRORS[c]] for c in ALEXNET_ERRORS}
+        ref_clean: float | None = None
     else:
         if ref_name not in by_model:
             raise ValueError(
                 f"corruptions.reference {ref_name!r} is not an evaluated model; valid: {', '.join(by_model)}"
             )
-        ref_err, ref_clean = by_model[ref_name]["errors"], by_model[ref_name]["clean_error"]
+        ref_err, ref_clean = by_model[ref_name].errors, by_model[ref_name].clean_error
     for r in by_model.values():
-        ce, rel = {}, {}
-        for c, errs in r["errors"].items():
+        ce: dict[str, float | None] = {}
+        rel: dict[str, float | None] = {}
+        for c, errs in r.errors.items():
             ref = ref_err.get(c)
             if ref is None:
                 continue
             e, e_ref = float(np.mean(errs)), float(np.mean(ref))
             ce[c] = 100.0 * e / e_ref if e_ref > 0 else None
-            if ref_clean is not None and r["clean_error"] is not None:
+            if ref_clean is not None and r.clean_error is not None:
                 d_ref = e_ref - ref_clean
-                rel[c] = 100.0 * (e - r["clean_error"]) / d_ref if d_ref > 0 else None
+                rel[c] = 100.0 * (e - r.clean_error) / d_ref if d_ref > 0 else None
             else:
                 rel[c] = None
-        tables = {"ce": (ce, "mce"), "relative_ce": (rel, "relative_mce")}
-        store_relative(r, ref_name, tables, ("mce_note", "reference has zero error on {}: left out of mCE"))
+        r.reference_model, r.ce, r.relative_ce = ref_name, ce, rel
+        r.mce, r.relative_mce = mean_defined(ce), mean_defined(rel)
+        r.mce_note = undefined_note(ce, "reference has zero error on {}: left out of mCE")
 
 
 def _names(spec: Any) -> tuple[str, ...]:
@@ -279,7 +314,7 @@ def _names(spec: Any) -> tuple[str, ...]:
     raise ValueError(f"corruptions.corruptions must be common, all or a list of names, got {spec!r}")
 
 
-def _run(ctx: Context, model: Any) -> dict[str, Any]:
+def _run(ctx: Context, model: Any) -> CorruptionResult:
     cfg = ctx.config["corruptions"]
     names = _names(cfg["corruptions"])
     if cfg["imagenet_c"]:
@@ -313,52 +348,43 @@ def _run(ctx: Context, model: Any) -> dict[str, Any]:
         cache=ctx.cache.setdefault("corruptions", {}),
         device=ctx.device,
     )
-    out["size"] = cfg["size"]
+    out.size = cfg["size"]
     return out
 
 
-def _finalize(by_model: dict[str, dict[str, Any]], config: dict[str, Any]) -> None:
+def _finalize(by_model: dict[str, CorruptionResult], config: dict[str, Any]) -> None:
     normalise(by_model, config["corruptions"]["reference"])
 
 
-def _headline(r: dict[str, Any]) -> str:
-    mce = "n/a" if r.get("mce") is None else f"{r['mce']:.1f}"
-    rel = "n/a" if r.get("relative_mce") is None else f"{r['relative_mce']:.1f}"
-    ref = r.get("reference_model", "?")
-    clean = "n/a" if r["clean_error"] is None else f"{100 * r['clean_error']:.1f}%"
+def _headline(r: CorruptionResult) -> str:
+    mce = "n/a" if r.mce is None else f"{r.mce:.1f}"
+    rel = "n/a" if r.relative_mce is None else f"{r.relative_mce:.1f}"
+    clean = "n/a" if r.clean_error is None else f"{100 * r.clean_error:.1f}%"
     return (
-        f"mCE {mce}, relative mCE {rel} (100 = {ref}); mean error {100 * r['overall_error']:.1f}%, clean {clean} "
-        f"(error vs {r['reference']}, n={r['n']}, {r['n_eff']} photos)"
+        f"mCE {mce}, relative mCE {rel} (100 = {r.reference_model or '?'}); mean error {100 * r.overall_error:.1f}%, "
+        f"clean {clean} (error vs {r.reference}, n={r.n}, {r.n_eff} photos)"
     )
 
 
-def _rows(model: str, r: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for c in r["corruptions"]:
-        for k, sev in enumerate(r["severities"]):
+def _rows(model: str, r: CorruptionResult) -> Iterator[dict[str, Any]]:
+    for c in r.corruptions:
+        for k, sev in enumerate(r.severities):
             yield {
                 "model": model,
                 "corruption": c,
                 "severity": sev,
-                "error": r["errors"][c][k],
-                "ce": (r.get("ce") or {}).get(c),
-                "relative_ce": (r.get("relative_ce") or {}).get(c),
-                "clean_error": r["clean_error"],
-                "reference_model": r.get("reference_model"),
-                "n": r["n"],
+                "error": r.errors[c][k],
+                "ce": (r.ce or {}).get(c),
+                "relative_ce": (r.relative_ce or {}).get(c),
+                "clean_error": r.clean_error,
+                "reference_model": r.reference_model,
+                "n": r.n,
             }
 
 
-def _plot(results: dict[str, Any], path: Path) -> Path:
-    from zoo.eval.plots import plot_corruptions
-
-    return plot_corruptions(results, path)
-
-
-def _paired(r: dict[str, Any]) -> dict[str, tuple[str, dict[int, float]]]:
-    p = r["per_image"]
-    return {
-        "corruption error (mean over corruptions and severities)": ("continuous", dict(zip(p["index"], p["error"])))
-    }
+def _paired(r: CorruptionResult) -> Paired:
+    index, error = r.per_image["index"], r.per_image["error"]
+    return {"corruption error (mean over corruptions and severities)": ("continuous", dict(zip(index, error)))}
 
 
 register(
@@ -368,7 +394,7 @@ register(
         "classifier",
         headline=_headline,
         rows=_rows,
-        plot=_plot,
+        plot=plot_corruptions,
         finalize=_finalize,
         paired=_paired,
     )

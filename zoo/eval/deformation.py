@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,10 +22,50 @@ from zoo.eval._batches import evaluating, iter_batches, model_device
 from zoo.eval._distance import cosine_distance
 from zoo.eval._layers import capture, resolve_layers
 from zoo.eval._seeding import image_rng
+from zoo.eval.results import Result
 
-__all__ = ["deform", "deformation_sensitivity", "filter_smoothness", "tps_field"]
+__all__ = [
+    "DeformationLayer",
+    "DeformationResult",
+    "SmoothnessResult",
+    "deform",
+    "deformation_sensitivity",
+    "filter_smoothness",
+    "tps_field",
+]
 
 OUTPUT = "output"  # pseudo-layer name: the model's output
+
+
+@dataclass(kw_only=True)
+class DeformationLayer(Result):
+    """One layer of :func:`deformation_sensitivity`: one value per strength C."""
+
+    sensitivity: list[float]
+    ci95: list[list[float]]  # [[low per C], [high per C]]
+    deformed: list[float]  # E d(x, tau x)
+    pair: float  # E d(x, y)
+
+
+@dataclass(kw_only=True)
+class DeformationResult(Result):
+    """:func:`deformation_sensitivity`: ``layers`` by name (``"output"``: the model's output)."""
+
+    strengths: list[float]
+    grid: int
+    n: int
+    pairs: int
+    same_source_pairs: int
+    layers: dict[str, DeformationLayer]
+
+
+@dataclass(kw_only=True)
+class SmoothnessResult(Result):
+    """:func:`filter_smoothness`: mean TV/L1 per conv layer and over all filters."""
+
+    layers: dict[str, float]
+    mean: float
+    filters: int
 
 
 def _tps_kernel(r2: np.ndarray) -> np.ndarray:
@@ -100,7 +141,7 @@ def deformation_sensitivity(
     bootstrap: int = 1000,
     groups: Mapping[int, Hashable] | None = None,
     device: str | torch.device | None = None,
-) -> dict[str, Any]:
+) -> DeformationResult:
     """Per-layer sensitivity to random smooth deformations of strength ``C`` in ``strengths`` (pixels).
 
     Images ``2j`` and ``2j+1`` (global indices) form the random pairs of the normaliser; a pair whose
@@ -109,9 +150,10 @@ def deformation_sensitivity(
     so consecutive images are distinct photos. Each image's control displacements are one seeded
     uniform draw in [-1, 1] scaled by every ``C`` (common random numbers across strengths).
 
-    Returns ``{"strengths": [C], "n": images, "pairs": pairs used, "same_source_pairs", "layers": {name:
-    {"sensitivity": [per C], "ci95": [[low], [high]] (bootstrap resampling the pairs (2j, 2j+1) with
-    their numerator and denominator together), "deformed": [E d(x, τx)], "pair": E d(x, y)}}}``.
+    Returns a :class:`DeformationResult`: ``strengths`` [C], ``n`` images, ``pairs`` used, ``same_source_pairs``,
+    ``layers`` {name: :class:`DeformationLayer` (``sensitivity`` [per C], ``ci95`` [[low], [high]] (bootstrap
+    resampling the pairs (2j, 2j+1) with their numerator and denominator together), ``deformed`` [E d(x, τx)],
+    ``pair`` E d(x, y))}.
     """
     if grid < 2:
         raise ValueError(f"grid must be >= 2 control points per side, got {grid}")
@@ -164,20 +206,20 @@ def deformation_sensitivity(
     for li, name in enumerate(names):
         pair = float(den[:, li].mean())
         deformed = num[:, li].mean(0)
-        out_layers[name] = {
-            "sensitivity": (deformed / pair).tolist() if pair > 0 else [float("nan")] * len(strengths),
-            "ci95": [low[li].tolist(), high[li].tolist()],
-            "deformed": deformed.tolist(),
-            "pair": pair,
-        }
-    return {
-        "strengths": [float(c) for c in strengths],
-        "grid": grid,
-        "n": len(num),
-        "pairs": len(den),
-        "same_source_pairs": same,
-        "layers": out_layers,
-    }
+        out_layers[name] = DeformationLayer(
+            sensitivity=(deformed / pair).tolist() if pair > 0 else [float("nan")] * len(strengths),
+            ci95=[low[li].tolist(), high[li].tolist()],
+            deformed=deformed.tolist(),
+            pair=pair,
+        )
+    return DeformationResult(
+        strengths=[float(c) for c in strengths],
+        grid=grid,
+        n=len(num),
+        pairs=len(den),
+        same_source_pairs=same,
+        layers=out_layers,
+    )
 
 
 def _bootstrap_ratio(
@@ -217,13 +259,14 @@ def _smoothness(weight: Tensor) -> Tensor:
     return tv / w.abs().sum((1, 2, 3)).clamp_min(1e-300)
 
 
-def filter_smoothness(model: nn.Module) -> dict[str, Any]:
+def filter_smoothness(model: nn.Module) -> SmoothnessResult:
     """Total variation of each conv filter's neighbouring spatial weights over its L1 norm.
 
     For a filter ``w`` (in, kh, kw): ``(Σ|w[:, i+1, j] - w[:, i, j]| + Σ|w[:, i, j+1] - w[:, i, j]|) / Σ|w|``
     (lower = smoother; 0 for a constant filter). Convs with a 1x1 kernel are left out.
 
-    Returns ``{"layers": {name: mean over filters}, "mean": mean over all filters, "filters": count}``.
+    Returns a :class:`SmoothnessResult`: ``layers`` {name: mean over filters}, ``mean`` over all filters,
+    ``filters`` count.
     """
     per_layer: dict[str, float] = {}
     values = []
@@ -235,4 +278,4 @@ def filter_smoothness(model: nn.Module) -> dict[str, Any]:
     if not values:
         raise ValueError(f"{type(model).__name__} has no Conv2d with a spatial kernel (> 1x1)")
     every = torch.cat(values)
-    return {"layers": per_layer, "mean": float(every.mean()), "filters": int(every.numel())}
+    return SmoothnessResult(layers=per_layer, mean=float(every.mean()), filters=int(every.numel()))

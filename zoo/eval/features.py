@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,11 +23,60 @@ from zoo.eval._batches import evaluating, iter_batches, model_device
 from zoo.eval._distance import cosine_distance
 from zoo.eval._layers import capture, resolve_layers
 from zoo.eval.consistency import group_list
+from zoo.eval.results import OPTIONAL, PerImage, Result
 from zoo.stats import mean_ci, quiet_nan
 
-__all__ = ["FRACTIONAL", "feature_distance", "fourier_shift", "shift_features"]
+__all__ = [
+    "FRACTIONAL",
+    "FeatureExtension",
+    "FeatureLayer",
+    "FeatureResult",
+    "feature_distance",
+    "fourier_shift",
+    "shift_features",
+]
 
 FRACTIONAL = ("fourier", "skip")
+EXTENSION_NOTE = (
+    "off-grid cells compare with an ideal band-limited (Fourier) shift of the map: an extension of Zhang's on-grid "
+    "distance"
+)
+
+
+@dataclass(kw_only=True)
+class FeatureExtension(Result):
+    """The heat-map cells off a layer's stride grid (compared with the ideal band-limited shift)."""
+
+    method: str  # FRACTIONAL
+    mean_off_grid: float | None
+    mean_all: float | None
+    note: str = EXTENSION_NOTE
+
+
+@dataclass(kw_only=True)
+class FeatureLayer(Result):
+    """One layer of :func:`feature_distance`: ``mean`` is Zhang's on-grid figure (``None`` + ``reason``)."""
+
+    stride: int
+    on_grid_cells: int
+    mean: float | None
+    mean_ci95: list[float | None]
+    reason: str | None = field(default=None, metadata=OPTIONAL)
+    heatmap: list[list[float | None]]
+    extension: FeatureExtension
+
+
+@dataclass(kw_only=True)
+class FeatureResult(Result):
+    """:func:`feature_distance` (``per_image``: ``index`` and each layer's on-grid mean)."""
+
+    shifts: list[int]
+    on_grid_shifts: list[list[int]]
+    n: int
+    n_eff: int
+    fractional: str
+    layers: dict[str, FeatureLayer]
+    per_image: PerImage
 
 
 def fourier_shift(x: Tensor, dh: float, dw: float, spectrum: Tensor | None = None) -> Tensor:
@@ -106,7 +156,7 @@ def feature_distance(
     chunk: int = 16,
     groups: Mapping[int, Hashable] | None = None,
     device: str | torch.device | None = None,
-) -> dict[str, Any]:
+) -> FeatureResult:
     """Internal feature distance: Zhang's on-grid figure per layer, plus a heat-map over (Δh, Δw) in [0, shifts)².
 
     Zhang's distance is defined for input shifts that are whole multiples of the layer's stride ``s``
@@ -128,9 +178,10 @@ def feature_distance(
         groups: ``{index: cluster}``: intervals over clusters.
 
     Returns:
-        ``{"shifts", "on_grid_shifts": [[dh, dw]], "n", "n_eff", "layers": {name: {"stride", "mean" (on-grid
-        headline or None), "mean_ci95" (Student t), "on_grid_cells", "reason" (when None), "heatmap",
-        "extension": {"method", "mean_off_grid", "mean_all"}}}, "per_image": {"index", layer: [on-grid mean]}}``.
+        a :class:`FeatureResult`: ``shifts``, ``on_grid_shifts`` [[dh, dw]], ``n``, ``n_eff``, ``layers``
+        {name: :class:`FeatureLayer` (``stride``, ``mean``: on-grid headline or None, ``mean_ci95``: Student t,
+        ``on_grid_cells``, ``reason`` when None, ``heatmap``, ``extension``: :class:`FeatureExtension`)},
+        ``per_image`` (``index``, layer: [on-grid mean]).
     """
     if fractional not in FRACTIONAL:
         raise ValueError(f"fractional must be one of {', '.join(FRACTIONAL)}, got {fractional!r}")
@@ -177,8 +228,8 @@ def feature_distance(
     nonzero = (arr[:, 0] != 0) | (arr[:, 1] != 0)
     in_heat = np.arange(len(grid)) < shifts * shifts
     clusters = group_list(groups, index)
-    out_layers: dict[str, Any] = {}
-    per_image: dict[str, Any] = {"index": index}
+    out_layers: dict[str, FeatureLayer] = {}
+    per_image: PerImage = {"index": index}
     for li, name in enumerate(names):
         s = (strides or {}).get(name, 1)
         on = nonzero & (arr[:, 0] % s == 0) & (arr[:, 1] % s == 0)
@@ -187,42 +238,40 @@ def feature_distance(
             on_img = np.nanmean(np.where(on[None], per, np.nan), axis=1) if len(stack) else np.zeros(0)
             heat = np.nanmean(per[:, in_heat], axis=0) if len(stack) else np.full(shifts * shifts, np.nan)
         heat = heat.reshape(shifts, shifts)
-        entry: dict[str, Any] = {"stride": s, "on_grid_cells": int(on.sum())}
-        if on.any() and len(stack):
-            mean, low, high = mean_ci(on_img, groups=clusters)
-            entry.update({"mean": _num(mean), "mean_ci95": [_num(low), _num(high)]})
-            per_image[name] = on_img.tolist()
-        else:
-            entry.update(
-                {
-                    "mean": None,
-                    "mean_ci95": [None, None],
-                    "reason": f"no on-grid shift: stride {s} and shifts {shifts}, on_grid {on_grid}"
-                    if len(stack)
-                    else "no images",
-                }
-            )
         off = in_heat & ~((arr[:, 0] % s == 0) & (arr[:, 1] % s == 0))
-        entry["heatmap"] = _nan_to_none(heat)
         with quiet_nan():
             cells = np.nanmean(per, axis=0) if len(stack) else np.full(len(grid), np.nan)
-        entry["extension"] = {
-            "method": fractional,
-            "mean_off_grid": _masked_mean(cells, off),
-            "mean_all": _masked_mean(cells, in_heat & nonzero),
-            "note": "off-grid cells compare with an ideal band-limited (Fourier) shift of the map: an extension "
-            "of Zhang's on-grid distance",
-        }
+        extension = FeatureExtension(
+            method=fractional,
+            mean_off_grid=_masked_mean(cells, off),
+            mean_all=_masked_mean(cells, in_heat & nonzero),
+        )
+        entry = FeatureLayer(
+            stride=s,
+            on_grid_cells=int(on.sum()),
+            mean=None,
+            mean_ci95=[None, None],
+            heatmap=_nan_to_none(heat),
+            extension=extension,
+        )
+        if on.any() and len(stack):
+            mean, low, high = mean_ci(on_img, groups=clusters)
+            entry.mean, entry.mean_ci95 = _num(mean), [_num(low), _num(high)]
+            per_image[name] = on_img.tolist()
+        else:
+            entry.reason = (
+                f"no on-grid shift: stride {s} and shifts {shifts}, on_grid {on_grid}" if len(stack) else "no images"
+            )
         out_layers[name] = entry
-    return {
-        "shifts": list(range(shifts)),
-        "on_grid_shifts": [list(d) for d in grid[shifts * shifts :]],
-        "n": len(records),
-        "n_eff": len(set(clusters or index)),
-        "fractional": fractional,
-        "layers": out_layers,
-        "per_image": per_image,
-    }
+    return FeatureResult(
+        shifts=list(range(shifts)),
+        on_grid_shifts=[list(d) for d in grid[shifts * shifts :]],
+        n=len(records),
+        n_eff=len(set(clusters or index)),
+        fractional=fractional,
+        layers=out_layers,
+        per_image=per_image,
+    )
 
 
 def _num(x: Any) -> float | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,16 +21,41 @@ from torch import Tensor, nn
 
 from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
-from zoo.eval._reference import store_relative
+from zoo.eval._reference import mean_defined, undefined_note
 from zoo.eval._seeding import image_rng
 from zoo.eval.consistency import group_list
-from zoo.eval.registry import Context, Metric, register
+from zoo.eval.plots import plot_flip
+from zoo.eval.registry import Context, Metric, Paired, register
+from zoo.eval.results import OPTIONAL, PerImage, Result, optional_with
 from zoo.stats import mean_ci, proportion_ci
 
-__all__ = ["NOISE", "PERTURBATIONS", "flip_rates", "make_sequence", "normalise", "top5_distance"]
+__all__ = ["NOISE", "PERTURBATIONS", "FlipResult", "flip_rates", "make_sequence", "normalise", "top5_distance"]
 
 PERTURBATIONS = ("translate", "gaussian_noise", "shot_noise", "gaussian_blur", "brightness", "scale")
 NOISE = ("gaussian_noise", "shot_noise")  # compared with the first frame
+
+
+@dataclass(kw_only=True)
+class FlipResult(Result):
+    """:func:`flip_rates`, per perturbation type; the relative scores are set by :func:`normalise`."""
+
+    fp: dict[str, float]
+    fp_ci95: dict[str, list[float]]
+    t5d: dict[str, float]
+    t5d_ci95: dict[str, list[float]]
+    comparison: dict[str, str]  # "first" | "consecutive"
+    n: int
+    n_eff: int
+    frames: int
+    size: int | None
+    perturbations: list[str]
+    per_image: PerImage  # index, fp (mean over types)
+    reference_model: str | None = field(default=None, metadata=OPTIONAL)
+    fr: dict[str, float | None] | None = field(default=None, metadata=optional_with("reference_model"))
+    t5d_ratio: dict[str, float | None] | None = field(default=None, metadata=optional_with("reference_model"))
+    mfr: float | None = field(default=None, metadata=optional_with("reference_model"))
+    mt5d: float | None = field(default=None, metadata=optional_with("reference_model"))
+    mfr_note: str | None = field(default=None, metadata=OPTIONAL)
 
 
 def _blur(x: Tensor, sigma: float) -> Tensor:
@@ -121,16 +146,16 @@ def flip_rates(
     groups: Mapping[int, Hashable] | None = None,
     chunk: int = 64,
     device: str | torch.device | None = None,
-) -> dict[str, Any]:
+) -> FlipResult:
     """Flip probability and top-5 distance of ``model`` per perturbation type.
 
     ``batches`` yields **unnormalised** images in [0, 1]; ``size`` is the network input (default: the
     image size minus ``frames - 1``, the room translation needs).
 
-    Returns ``{"fp": {type: FP}, "fp_ci95": {type: [low, high]} (Wilson on pooled frame pairs, cluster
-    design effect), "t5d": {type: mean T5D}, "t5d_ci95", "comparison": {type: "first" | "consecutive"},
-    "n", "n_eff", "frames", "size", "per_image": {"index", "fp": mean FP over types}}``. FR / mFR and
-    mT5D are added by :func:`normalise`.
+    Returns a :class:`FlipResult`: ``fp`` {type: FP}, ``fp_ci95`` {type: [low, high]} (Wilson on pooled
+    frame pairs, cluster design effect), ``t5d`` {type: mean T5D}, ``t5d_ci95``, ``comparison`` {type:
+    "first" | "consecutive"}, ``n``, ``n_eff``, ``frames``, ``size``, ``per_image`` (``index``, ``fp``: mean
+    FP over types). FR / mFR and mT5D are added by :func:`normalise`.
     """
     bad = [p for p in perturbations if p not in PERTURBATIONS]
     if bad or not perturbations:
@@ -169,22 +194,22 @@ def flip_rates(
         fp[kind], fp_ci[kind] = prop["p"], prop["ci95"]
         mu, lo, hi = mean_ci(table[:, j, 1], groups=clusters)
         t5[kind], t5_ci[kind] = float(mu), [float(lo), float(hi)]
-    return {
-        "fp": fp,
-        "fp_ci95": fp_ci,
-        "t5d": t5,
-        "t5d_ci95": t5_ci,
-        "comparison": {k: "first" if k in NOISE else "consecutive" for k in perturbations},
-        "n": len(index),
-        "n_eff": len(set(clusters or index)),
-        "frames": frames,
-        "size": size,
-        "perturbations": list(perturbations),
-        "per_image": {"index": index, "fp": table[:, :, 0].mean(1).tolist()},
-    }
+    return FlipResult(
+        fp=fp,
+        fp_ci95=fp_ci,
+        t5d=t5,
+        t5d_ci95=t5_ci,
+        comparison={k: "first" if k in NOISE else "consecutive" for k in perturbations},
+        n=len(index),
+        n_eff=len(set(clusters or index)),
+        frames=frames,
+        size=size,
+        perturbations=list(perturbations),
+        per_image={"index": index, "fp": table[:, :, 0].mean(1).tolist()},
+    )
 
 
-def normalise(by_model: dict[str, dict[str, Any]], reference: str | None) -> None:
+def normalise(by_model: dict[str, FlipResult], reference: str | None) -> None:
     """Add FR, mFR, T5D ratio and mT5D (percent; 100 = the reference model) in place.
 
     ``reference``: a model name (default: the first model). A type on which the reference never
@@ -197,13 +222,14 @@ def normalise(by_model: dict[str, dict[str, Any]], reference: str | None) -> Non
         raise ValueError(f"flip.reference {ref_name!r} is not an evaluated model; valid: {', '.join(by_model)}")
     ref = by_model[ref_name]
     for r in by_model.values():
-        fr = {k: (100.0 * v / ref["fp"][k] if ref["fp"].get(k) else None) for k, v in r["fp"].items()}
-        t5 = {k: (100.0 * v / ref["t5d"][k] if ref["t5d"].get(k) else None) for k, v in r["t5d"].items()}
-        tables = {"fr": (fr, "mfr"), "t5d_ratio": (t5, "mt5d")}
-        store_relative(r, ref_name, tables, ("mfr_note", "the reference never flips on {}: left out of mFR"))
+        r.reference_model = ref_name
+        r.fr = {k: (100.0 * v / ref.fp[k] if ref.fp.get(k) else None) for k, v in r.fp.items()}
+        r.t5d_ratio = {k: (100.0 * v / ref.t5d[k] if ref.t5d.get(k) else None) for k, v in r.t5d.items()}
+        r.mfr, r.mt5d = mean_defined(r.fr), mean_defined(r.t5d_ratio)
+        r.mfr_note = undefined_note(r.fr, "the reference never flips on {}: left out of mFR")
 
 
-def _run(ctx: Context, model: Any) -> dict[str, Any]:
+def _run(ctx: Context, model: Any) -> FlipResult:
     cfg = ctx.config["flip"]
     side = cfg["size"] + cfg["frames"] - 1  # room for the translation
     batches = ctx.batches(model, side, side, "flip", "flip", normalize=False)
@@ -221,46 +247,41 @@ def _run(ctx: Context, model: Any) -> dict[str, Any]:
     )
 
 
-def _finalize(by_model: dict[str, dict[str, Any]], config: dict[str, Any]) -> None:
+def _finalize(by_model: dict[str, FlipResult], config: dict[str, Any]) -> None:
     normalise(by_model, config["flip"]["reference"])
 
 
-def _headline(r: dict[str, Any]) -> str:
-    mfr = "n/a" if r.get("mfr") is None else f"{r['mfr']:.1f}"
-    mt5 = "n/a" if r.get("mt5d") is None else f"{r['mt5d']:.1f}"
-    fps = ", ".join(f"{k} {v:.3f}" for k, v in r["fp"].items())
-    return f"mFR {mfr}, mT5D {mt5} (100 = {r.get('reference_model', '?')}); FP {fps} (n={r['n']})"
+def _headline(r: FlipResult) -> str:
+    mfr = "n/a" if r.mfr is None else f"{r.mfr:.1f}"
+    mt5 = "n/a" if r.mt5d is None else f"{r.mt5d:.1f}"
+    fps = ", ".join(f"{k} {v:.3f}" for k, v in r.fp.items())
+    return f"mFR {mfr}, mT5D {mt5} (100 = {r.reference_model or '?'}); FP {fps} (n={r.n})"
 
 
-def _rows(model: str, r: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for k in r["perturbations"]:
+def _paired(r: FlipResult) -> Paired:
+    return {"flip probability (mean over types)": ("continuous", dict(zip(r.per_image["index"], r.per_image["fp"])))}
+
+
+def _rows(model: str, r: FlipResult) -> Iterator[dict[str, Any]]:
+    for k in r.perturbations:
         yield {
             "model": model,
             "perturbation": k,
-            "comparison": r["comparison"][k],
-            "fp": r["fp"][k],
-            "fp_ci95_low": r["fp_ci95"][k][0],
-            "fp_ci95_high": r["fp_ci95"][k][1],
-            "t5d": r["t5d"][k],
-            "fr": (r.get("fr") or {}).get(k),
-            "t5d_ratio": (r.get("t5d_ratio") or {}).get(k),
-            "reference_model": r.get("reference_model"),
-            "n": r["n"],
-            "frames": r["frames"],
+            "comparison": r.comparison[k],
+            "fp": r.fp[k],
+            "fp_ci95_low": r.fp_ci95[k][0],
+            "fp_ci95_high": r.fp_ci95[k][1],
+            "t5d": r.t5d[k],
+            "fr": (r.fr or {}).get(k),
+            "t5d_ratio": (r.t5d_ratio or {}).get(k),
+            "reference_model": r.reference_model,
+            "n": r.n,
+            "frames": r.frames,
         }
 
 
-def _plot(results: dict[str, Any], path: Path) -> Path:
-    from zoo.eval.plots import plot_flip
-
-    return plot_flip(results, path)
-
-
-def _paired(r: dict[str, Any]) -> dict[str, tuple[str, dict[int, float]]]:
-    p = r["per_image"]
-    return {"flip probability (mean over types)": ("continuous", dict(zip(p["index"], p["fp"])))}
-
-
 register(
-    Metric("flip", _run, "classifier", headline=_headline, rows=_rows, plot=_plot, finalize=_finalize, paired=_paired)
+    Metric(
+        "flip", _run, "classifier", headline=_headline, rows=_rows, plot=plot_flip, finalize=_finalize, paired=_paired
+    )
 )

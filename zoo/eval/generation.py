@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,9 +14,27 @@ from torch import nn
 from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device
 from zoo.eval._seeding import image_rng
+from zoo.eval.results import OPTIONAL, Result
 from zoo.stats import mean_ci
 
-__all__ = ["generation_stability", "psnr"]
+__all__ = ["GenerationResult", "generation_stability", "psnr"]
+
+
+@dataclass(kw_only=True)
+class GenerationResult(Result):
+    """:func:`generation_stability` (PSNR in dB, ``inf`` when exact)."""
+
+    psnr: float
+    psnr_mean: float
+    mse: float
+    mse_ci95: list[float]
+    exact: int
+    n: int
+    max_shift: int
+    data_range: float
+    input_range: list[float] | None = field(
+        default=None, metadata=OPTIONAL
+    )  # the generator's pixel range (set by ``zoo eval``)
 
 
 def psnr(mse: float, data_range: float) -> float:
@@ -31,16 +50,16 @@ def generation_stability(
     data_range: float = 1.0,
     seed: int = 0,
     device: str | torch.device | None = None,
-) -> dict[str, Any]:
+) -> GenerationResult:
     """How well an image-to-image model ``G`` commutes with circular shifts.
 
     Each image gets one seeded offset (dh, dw) in [-max_shift, max_shift)²; the error is the mean
     squared difference between ``roll(G(x), (dh, dw))`` and ``G(roll(x, (dh, dw)))`` (outputs must have
     the input's spatial size). ``data_range`` is the peak-to-peak range of G's output pixels.
 
-    Returns ``{"psnr": dB from the mean MSE over images (inf when exact), "psnr_mean": mean of the
-    finite per-image PSNRs, "mse": mean, "mse_ci95": [low, high], "exact": images with zero error,
-    "n": images}``.
+    Returns a :class:`GenerationResult`: ``psnr`` dB from the mean MSE over images (inf when exact),
+    ``psnr_mean`` mean of the finite per-image PSNRs, ``mse`` mean, ``mse_ci95`` [low, high], ``exact``
+    images with zero error, ``n`` images.
     """
     if data_range <= 0:
         raise ValueError(f"data_range must be > 0, got {data_range}")
@@ -68,13 +87,13 @@ def generation_stability(
     mse = np.array(list(records.values()), dtype=np.float64)
     mean, low, high = mean_ci(mse)
     finite = [psnr(m, data_range) for m in mse if m > 0]
-    return {
-        "psnr": psnr(float(mean), data_range) if len(mse) else math.nan,
-        "psnr_mean": float(np.mean(finite)) if finite else math.inf,
-        "mse": float(mean),
-        "mse_ci95": [float(low), float(high)],
-        "exact": int((mse == 0).sum()),
-        "n": len(mse),
-        "max_shift": max_shift,
-        "data_range": data_range,
-    }
+    return GenerationResult(
+        psnr=psnr(float(mean), data_range) if len(mse) else math.nan,
+        psnr_mean=float(np.mean(finite)) if finite else math.inf,
+        mse=float(mean),
+        mse_ci95=[float(low), float(high)],
+        exact=int((mse == 0).sum()),
+        n=len(mse),
+        max_shift=max_shift,
+        data_range=data_range,
+    )

@@ -7,26 +7,31 @@ CSV/PNG report and the paired model comparison all read this registry.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from tqdm.auto import tqdm
 
 from zoo.distributed import is_main, rank_world, shard_positions
 from zoo.eval.data import ImageSource, eval_transform, image_order, position_groups, stream_batches
+from zoo.eval.results import Result
 
-__all__ = ["METRICS", "Context", "Metric", "centre", "register"]
+__all__ = ["METRICS", "Context", "Metric", "Outcome", "Paired", "centre", "register"]
 
 Row = dict[str, Any]
 # label -> ("binary" | "continuous", {global image index: value}): what a paired comparison uses
 Paired = dict[str, tuple[str, dict[int, float]]]
+# what a metric's run returns: its record, or its records keyed by protocol / setting
+Outcome = Result | Mapping[str, Result]
+R = TypeVar("R", bound=Outcome)
 
 
 @dataclass(frozen=True)
-class Metric:
-    """A metric of ``zoo eval``.
+class Metric(Generic[R]):
+    """A metric of ``zoo eval`` whose ``run`` returns an ``R`` (a :class:`~zoo.eval.results.Result` record,
+    or ``{protocol: record}``).
 
     ``run(ctx, model) -> result``; ``headline(result) -> str`` (the log line); ``rows(model, result)``
     (CSV rows); ``plot({model: result}, path)``; ``finalize({model: result}, config)`` (figures that
@@ -35,19 +40,19 @@ class Metric:
     """
 
     name: str
-    run: Callable[[Context, Any], dict[str, Any]]
+    run: Callable[[Context, Any], R]
     kind: str = "classifier"
-    headline: Callable[[dict[str, Any]], str] | None = None
-    rows: Callable[[str, dict[str, Any]], Iterator[Row]] | None = None
-    plot: Callable[[dict[str, dict[str, Any]], Path], Path] | None = None
-    finalize: Callable[[dict[str, dict[str, Any]], dict[str, Any]], None] | None = None
-    paired: Callable[[dict[str, Any]], Paired] | None = None
+    headline: Callable[[R], str] | None = None
+    rows: Callable[[str, R], Iterator[Row]] | None = None
+    plot: Callable[[dict[str, R], Path], Path] | None = None
+    finalize: Callable[[dict[str, R], dict[str, Any]], None] | None = None
+    paired: Callable[[R], Paired] | None = None
 
 
-METRICS: dict[str, Metric] = {}
+METRICS: dict[str, Metric[Any]] = {}
 
 
-def register(metric: Metric) -> Metric:
+def register(metric: Metric[R]) -> Metric[R]:
     """Add ``metric`` to :data:`METRICS` (a second metric of the same name is an error)."""
     if metric.name in METRICS and METRICS[metric.name] is not metric:
         raise ValueError(f"metric {metric.name!r} is registered twice")

@@ -6,15 +6,25 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from zoo.eval.results import Result
 from zoo.io import atomic_write, jsonable
+
+if TYPE_CHECKING:
+    from zoo.eval.compare import PairComparison
+    from zoo.eval.consistency import ConsistencyResult, DiagonalResult
+    from zoo.eval.deformation import DeformationResult, SmoothnessResult
+    from zoo.eval.features import FeatureResult
+    from zoo.eval.generation import GenerationResult
+    from zoo.eval.sensitivity import SensitivityResult
 
 __all__ = ["TABLES", "comparison_rows", "markdown_report", "write_report"]
 
 Row = dict[str, Any]
+R = TypeVar("R", bound=Result)
 
 
 def _ci_columns(ci: Any, k: int | None = None, prefix: str = "") -> Row:
@@ -25,49 +35,49 @@ def _ci_columns(ci: Any, k: int | None = None, prefix: str = "") -> Row:
     return {f"{prefix}ci95_low": low, f"{prefix}ci95_high": high}
 
 
-def _pick(r: dict[str, Any], *keys: str) -> Row:
-    """The columns ``keys`` of a result, as they are."""
-    return {k: r[k] for k in keys}
-
-
-def _keyed(model: str, r: dict[str, Any], key: str, columns: Callable[[dict[str, Any]], Row]) -> Iterator[Row]:
+def _keyed(model: str, r: Mapping[str, R], key: str, columns: Callable[[R], Row]) -> Iterator[Row]:
     """One row per entry of a result keyed by protocol or setting (column ``key``)."""
     for name, v in r.items():
         yield {"model": model, key: name, **columns(v)}
 
 
-def _consistency_columns(v: dict[str, Any]) -> Row:
+def _consistency_columns(v: ConsistencyResult) -> Row:
+    views = {"top1_crops": v.top1_crops, "top5_crops": v.top5_crops}
+    views.update(top1_rolled=v.top1_rolled, top5_rolled=v.top5_rolled)
     return {
-        "consistency": v["consistency"],
-        **_ci_columns(v["ci95"]),
-        **_pick(v, "n", "max_shift", "seed"),
-        "n_eff": v.get("n_eff"),
-        "procedure": v.get("procedure", "seeded"),
-        **{k: v[k] for k in ("top1_crops", "top5_crops", "top1_rolled", "top5_rolled") if k in v},
+        "consistency": v.consistency,
+        **_ci_columns(v.ci95),
+        "n": v.n,
+        "max_shift": v.max_shift,
+        "seed": v.seed,
+        "n_eff": v.n_eff,
+        "procedure": v.procedure or "seeded",
+        **{k: value for k, value in views.items() if value is not None},
     }
 
 
-def _consistency(model: str, r: dict[str, Any]) -> Iterator[Row]:
+def _consistency(model: str, r: Mapping[str, ConsistencyResult]) -> Iterator[Row]:
     return _keyed(model, r, "protocol", _consistency_columns)
 
 
-def _diagonal(model: str, r: dict[str, Any]) -> Iterator[Row]:
-    for k, d in enumerate(r["shifts"]):
+def _diagonal(model: str, r: DiagonalResult) -> Iterator[Row]:
+    for k, (d, prob, agree) in enumerate(zip(r.shifts, r.prob, r.agree)):
         yield {
             "model": model,
             "shift": d,
-            "prob": r["prob"][k],
-            **_ci_columns(r["prob_ci95"], k),
-            "agree_pct": r["agree"][k],
-            **_pick(r, "reference", "n"),
+            "prob": prob,
+            **_ci_columns(r.prob_ci95, k),
+            "agree_pct": agree,
+            "reference": r.reference,
+            "n": r.n,
         }
 
 
-def _features(model: str, r: dict[str, Any]) -> Iterator[Row]:
-    for layer, v in r["layers"].items():
-        for dh, row in enumerate(v["heatmap"]):
+def _features(model: str, r: FeatureResult) -> Iterator[Row]:
+    for layer, v in r.layers.items():
+        for dh, row in enumerate(v.heatmap):
             for dw, value in enumerate(row):
-                s = v["stride"]
+                s = v.stride
                 yield {
                     "model": model,
                     "layer": layer,
@@ -76,54 +86,63 @@ def _features(model: str, r: dict[str, Any]) -> Iterator[Row]:
                     "dw": dw,
                     "distance": value,
                     "on_grid": dh % s == 0 and dw % s == 0,
-                    "layer_on_grid_mean": v["mean"],
-                    "n": r["n"],
+                    "layer_on_grid_mean": v.mean,
+                    "n": r.n,
                 }
 
 
-def _sensitivity_columns(v: dict[str, Any]) -> Row:
+def _sensitivity_columns(v: SensitivityResult) -> Row:
     return {
-        **_pick(v, "protocol", "embed_size", "p_change"),
-        **_ci_columns(v["p_change_ci95"], prefix="p_change_"),
-        "mac": v["mac"],
-        **_ci_columns(v["mac_ci95"], prefix="mac_"),
-        **_pick(v, "n", "pairs"),
+        "protocol": v.protocol,
+        "embed_size": v.embed_size,
+        "p_change": v.p_change,
+        **_ci_columns(v.p_change_ci95, prefix="p_change_"),
+        "mac": v.mac,
+        **_ci_columns(v.mac_ci95, prefix="mac_"),
+        "n": v.n,
+        "pairs": v.pairs,
     }
 
 
-def _sensitivity(model: str, r: dict[str, Any]) -> Iterator[Row]:
+def _sensitivity(model: str, r: Mapping[str, SensitivityResult]) -> Iterator[Row]:
     return _keyed(model, r, "setting", _sensitivity_columns)
 
 
-def _deformation(model: str, r: dict[str, Any]) -> Iterator[Row]:
-    for layer, v in r["layers"].items():
-        for k, c in enumerate(r["strengths"]):
+def _deformation(model: str, r: DeformationResult) -> Iterator[Row]:
+    for layer, v in r.layers.items():
+        for k, c in enumerate(r.strengths):
             yield {
                 "model": model,
                 "layer": layer,
                 "C": c,
-                "sensitivity": v["sensitivity"][k],
-                **_ci_columns(v["ci95"], k),
-                "deformed": v["deformed"][k],
-                "pair": v["pair"],
-                **_pick(r, "n", "pairs"),
+                "sensitivity": v.sensitivity[k],
+                **_ci_columns(v.ci95, k),
+                "deformed": v.deformed[k],
+                "pair": v.pair,
+                "n": r.n,
+                "pairs": r.pairs,
             }
 
 
-def _smoothness(model: str, r: dict[str, Any]) -> Iterator[Row]:
-    for layer, value in r["layers"].items():
+def _smoothness(model: str, r: SmoothnessResult) -> Iterator[Row]:
+    for layer, value in r.layers.items():
         yield {"model": model, "layer": layer, "tv_over_l1": value}
 
 
-def _generation(model: str, r: dict[str, Any]) -> Iterator[Row]:
+def _generation(model: str, r: GenerationResult) -> Iterator[Row]:
     yield {
         "model": model,
-        **_pick(r, "psnr", "psnr_mean", "mse", "exact", "n", "max_shift"),
-        **_ci_columns(r["mse_ci95"], prefix="mse_"),
+        "psnr": r.psnr,
+        "psnr_mean": r.psnr_mean,
+        "mse": r.mse,
+        "exact": r.exact,
+        "n": r.n,
+        "max_shift": r.max_shift,
+        **_ci_columns(r.mse_ci95, prefix="mse_"),
     }
 
 
-TABLES: dict[str, Callable[[str, dict[str, Any]], Iterator[Row]]] = {
+TABLES: dict[str, Callable[[str, Any], Iterator[Row]]] = {
     "consistency": _consistency,
     "diagonal": _diagonal,
     "features": _features,
@@ -135,27 +154,30 @@ TABLES: dict[str, Callable[[str, dict[str, Any]], Iterator[Row]]] = {
 
 
 def _csv(rows: list[Row]) -> str:
+    """The rows as CSV; the columns are every row's keys in first-seen order (a row without one leaves it empty,
+    e.g. ``top1_crops`` on the circular protocol's row)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", restval="")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
 
 
-def comparison_rows(comparison: dict[str, dict[str, Any]]) -> list[Row]:
+def comparison_rows(comparison: dict[str, dict[str, PairComparison]]) -> list[Row]:
     """One row per (pair of models, quantity): B vs A, the means, the difference, its 95% CI and p."""
     return [
         {
             "comparison": pair,
             "quantity": label,
-            "a": v["a"],
-            "b": v["b"],
-            "diff": v["diff"],
-            **_ci_columns(v["ci95"]),
-            "p": v["p"],
-            "test": v["test"],
-            "n": v["n"],
-            "n_eff": v["n_eff"],
+            "a": v.a,
+            "b": v.b,
+            "diff": v.diff,
+            **_ci_columns(v.ci95),
+            "p": v.p,
+            "test": v.test,
+            "n": v.n,
+            "n_eff": v.n_eff,
         }
         for pair, items in comparison.items()
         for label, v in items.items()
@@ -201,7 +223,7 @@ def write_report(results: dict[str, Any], out_dir: Path) -> list[Path]:
 
     out_dir = Path(out_dir)
     written = [atomic_write(out_dir / "results.json", json.dumps(jsonable(results), indent=2, allow_nan=False))]
-    per_metric: dict[str, dict[str, Any]] = {}
+    per_metric: dict[str, dict[str, Any]] = {}  # metric -> {model: its result}
     for model, entry in results["models"].items():
         for metric, value in entry.items():
             if metric in METRICS:

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -17,12 +17,14 @@ from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
 from zoo.distributed import is_main, rank_world
 from zoo.eval import consistency as _consistency
 from zoo.eval import report as _report
+from zoo.eval.consistency import ConsistencyResult, DiagonalResult
 from zoo.eval.data import ImageSource, open_source
-from zoo.eval.deformation import deformation_sensitivity, filter_smoothness
-from zoo.eval.features import feature_distance
-from zoo.eval.generation import generation_stability
-from zoo.eval.registry import METRICS, Context, Metric, centre, register
-from zoo.eval.sensitivity import shift_sensitivity
+from zoo.eval.deformation import DeformationResult, SmoothnessResult, deformation_sensitivity, filter_smoothness
+from zoo.eval.features import FeatureResult, feature_distance
+from zoo.eval.generation import GenerationResult, generation_stability
+from zoo.eval.registry import METRICS, Context, Metric, Paired, centre, register
+from zoo.eval.results import Result
+from zoo.eval.sensitivity import SensitivityResult, shift_sensitivity
 
 __all__ = [
     "DEFAULTS_PATH",
@@ -33,6 +35,7 @@ __all__ = [
 ]
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
+R = TypeVar("R", bound=Result)
 PROTOCOLS = ("seeded", "official")
 # protocol: official = the release's ImageNet script: Resize(256) + CenterCrop(256), two 224 crops at
 # per-batch offsets in 0..31, 5 passes over the data
@@ -180,7 +183,7 @@ def load_models(
     return models
 
 
-def _run_consistency(ctx: Context, model: EvalModel) -> dict[str, Any]:
+def _run_consistency(ctx: Context, model: EvalModel) -> dict[str, ConsistencyResult]:
     cfg, out = ctx.config["consistency"], {}
     for protocol in cfg["protocols"]:
         batches: Any = _Restream(
@@ -215,7 +218,7 @@ class _Restream:
         return iter(self.make())
 
 
-def _run_diagonal(ctx: Context, model: EvalModel) -> dict[str, Any]:
+def _run_diagonal(ctx: Context, model: EvalModel) -> DiagonalResult:
     batches = ctx.batches(
         model, ctx.config["resize"], ctx.config["crop"], "diagonal", "diagonal", ctx.use_labels(model)
     )
@@ -229,8 +232,8 @@ def _run_diagonal(ctx: Context, model: EvalModel) -> dict[str, Any]:
 
 
 def _run_on_squares(
-    ctx: Context, model: EvalModel, name: str, fn: Callable[..., dict[str, Any]], keys: Sequence[str], **extra: Any
-) -> dict[str, Any]:
+    ctx: Context, model: EvalModel, name: str, fn: Callable[..., R], keys: Sequence[str], **extra: Any
+) -> R:
     """``fn`` on ``config[name]["size"]``-pixel squares, with the settings ``keys`` of ``config[name]``."""
     cfg = ctx.config[name]
     batches = ctx.batches(model, cfg["size"], cfg["size"], name, name)
@@ -238,11 +241,11 @@ def _run_on_squares(
     return fn(model.module, batches, **settings, **extra, groups=ctx.groups(name), device=ctx.device)
 
 
-def _run_features(ctx: Context, model: EvalModel) -> dict[str, Any]:
+def _run_features(ctx: Context, model: EvalModel) -> FeatureResult:
     return _run_on_squares(ctx, model, "features", feature_distance, ("layers", "shifts", "on_grid", "fractional"))
 
 
-def _run_sensitivity(ctx: Context, model: EvalModel) -> dict[str, Any]:
+def _run_sensitivity(ctx: Context, model: EvalModel) -> dict[str, SensitivityResult]:
     cfg, out = ctx.config["sensitivity"], {}
     for protocol in cfg["protocols"]:
         for embed in [None] if protocol == "crop" else cfg["embed_sizes"]:
@@ -264,12 +267,12 @@ def _run_sensitivity(ctx: Context, model: EvalModel) -> dict[str, Any]:
     return out
 
 
-def _run_deformation(ctx: Context, model: EvalModel) -> dict[str, Any]:
+def _run_deformation(ctx: Context, model: EvalModel) -> DeformationResult:
     keys = ("strengths", "grid", "layers", "bootstrap")
     return _run_on_squares(ctx, model, "deformation", deformation_sensitivity, keys, seed=ctx.config["seed"])
 
 
-def _run_smoothness(ctx: Context, model: EvalModel) -> dict[str, Any]:
+def _run_smoothness(ctx: Context, model: EvalModel) -> SmoothnessResult:
     return filter_smoothness(model.module)
 
 
@@ -285,7 +288,7 @@ def generator_range(cfg: dict[str, Any]) -> tuple[float, float, float]:
     return low, high, float(data_range)
 
 
-def _run_generation(ctx: Context, model: EvalModel) -> dict[str, Any]:
+def _run_generation(ctx: Context, model: EvalModel) -> GenerationResult:
     cfg = ctx.config["generation"]
     low, high, data_range = generator_range(cfg)
     # pixels in [0, 1] -> (x - mean) / std in [low, high]
@@ -300,7 +303,7 @@ def _run_generation(ctx: Context, model: EvalModel) -> dict[str, Any]:
         seed=ctx.config["seed"],
         device=ctx.device,
     )
-    out["input_range"] = [low, high]
+    out.input_range = [low, high]
     return out
 
 
@@ -313,7 +316,7 @@ def _register_builtin() -> None:
     def plot(name: str) -> Any:
         return PLOTTERS[name]
 
-    specs: list[tuple[str, Callable[[Context, EvalModel], dict[str, Any]], str]] = [
+    specs: list[tuple[str, Callable[[Context, EvalModel], Any], str]] = [
         ("consistency", _run_consistency, "classifier"),
         ("diagonal", _run_diagonal, "classifier"),
         ("features", _run_features, "classifier"),
@@ -328,7 +331,7 @@ def _register_builtin() -> None:
                 name,
                 run,
                 kind,
-                headline=lambda r, n=name: _headline(n, r),
+                headline=_HEADLINES[name],
                 rows=table(name),
                 plot=PLOTTERS.get(name),
                 paired=_PAIRED.get(name),
@@ -336,31 +339,35 @@ def _register_builtin() -> None:
         )
 
 
-def _paired_consistency(r: dict[str, Any]) -> dict[str, tuple[str, dict[int, float]]]:
+def _paired_consistency(r: dict[str, ConsistencyResult]) -> Paired:
     return {
-        f"consistency {p}": ("binary", dict(zip(v["per_image"]["index"], v["per_image"]["agree"])))
+        f"consistency {p}": ("binary", dict(zip(v.per_image["index"], v.per_image["agree"])))
         for p, v in r.items()
-        if "per_image" in v and v.get("procedure") != "official"
+        if v.procedure != "official"
     }
 
 
-def _paired_features(r: dict[str, Any]) -> dict[str, tuple[str, dict[int, float]]]:
-    index = r["per_image"]["index"]
+def _paired_features(r: FeatureResult) -> Paired:
+    index = r.per_image["index"]
     return {
-        f"feature distance {k} (on-grid)": ("continuous", dict(zip(index, r["per_image"][k])))
-        for k in r["layers"]
-        if k in r["per_image"]
+        f"feature distance {k} (on-grid)": ("continuous", dict(zip(index, r.per_image[k])))
+        for k in r.layers
+        if k in r.per_image
     }
 
 
-def _paired_sensitivity(r: dict[str, Any]) -> dict[str, tuple[str, dict[int, float]]]:
+def _paired_sensitivity(r: dict[str, SensitivityResult]) -> Paired:
     return {
-        f"P(top-1 change) {k}": ("continuous", dict(zip(v["per_image"]["index"], v["per_image"]["p_change"])))
+        f"P(top-1 change) {k}": ("continuous", dict(zip(v.per_image["index"], v.per_image["p_change"])))
         for k, v in r.items()
     }
 
 
-_PAIRED = {"consistency": _paired_consistency, "features": _paired_features, "sensitivity": _paired_sensitivity}
+_PAIRED: dict[str, Callable[[Any], Paired]] = {
+    "consistency": _paired_consistency,
+    "features": _paired_features,
+    "sensitivity": _paired_sensitivity,
+}
 
 
 def run_eval(
@@ -425,7 +432,7 @@ def run_eval(
     if is_main():
         for pair, items in results["comparison"].items():
             for label, v in items.items():
-                log(f"{pair}: {label} {v['diff']:+.4g} [{v['ci95'][0]:+.4g}, {v['ci95'][1]:+.4g}] p={v['p']:.3g}")
+                log(f"{pair}: {label} {v.diff:+.4g} [{v.ci95[0]:+.4g}, {v.ci95[1]:+.4g}] p={v.p:.3g}")
     if out_dir is not None and is_main():
         for path in _report.write_report(results, Path(out_dir)):
             log(f"wrote {path}")
@@ -449,27 +456,31 @@ def compare(results: dict[str, Any], ctx: Context) -> dict[str, Any]:
     return compare_models(per_model, groups, rounds=cfg["bootstrap"], seed=ctx.config["seed"])
 
 
-def _headline(metric: str, r: dict[str, Any]) -> str:
-    if metric == "consistency":
-        return ", ".join(
-            f"{p} {v['consistency']:.2f}% [{v['ci95'][0]:.1f}, {v['ci95'][1]:.1f}] (n={v['n']}, {v['n_eff']} photos)"
-            for p, v in r.items()
-        )
-    if metric == "diagonal":
-        return f"mean P over shifts {sum(r['prob']) / max(1, len(r['prob'])):.4f} (n={r['n']})"
-    if metric == "features":
-        return "on-grid " + ", ".join(
-            f"{k} {v['mean']:.4f}" if v["mean"] is not None else f"{k} n/a" for k, v in r["layers"].items()
-        )
-    if metric == "sensitivity":
-        return ", ".join(f"{k} {v['p_change']:.3f}" for k, v in r.items())
-    if metric == "deformation":
-        return ", ".join(f"{k} {v['sensitivity'][-1]:.3f}@C={r['strengths'][-1]}" for k, v in r["layers"].items())
-    if metric == "smoothness":
-        return f"mean TV/L1 {r['mean']:.4f} over {r['filters']} filters"
-    if metric == "generation":
-        return f"PSNR {r['psnr']:.2f} dB (n={r['n']})"
-    return ""
+def _headline_consistency(r: dict[str, ConsistencyResult]) -> str:
+    return ", ".join(
+        f"{p} {v.consistency:.2f}% [{v.ci95[0]:.1f}, {v.ci95[1]:.1f}] (n={v.n}, {v.n_eff} photos)" for p, v in r.items()
+    )
+
+
+def _headline_features(r: FeatureResult) -> str:
+    return "on-grid " + ", ".join(
+        f"{k} {v.mean:.4f}" if v.mean is not None else f"{k} n/a" for k, v in r.layers.items()
+    )
+
+
+def _headline_deformation(r: DeformationResult) -> str:
+    return ", ".join(f"{k} {v.sensitivity[-1]:.3f}@C={r.strengths[-1]}" for k, v in r.layers.items())
+
+
+_HEADLINES: dict[str, Callable[[Any], str]] = {
+    "consistency": _headline_consistency,
+    "diagonal": lambda r: f"mean P over shifts {sum(r.prob) / max(1, len(r.prob)):.4f} (n={r.n})",
+    "features": _headline_features,
+    "sensitivity": lambda r: ", ".join(f"{k} {v.p_change:.3f}" for k, v in r.items()),
+    "deformation": _headline_deformation,
+    "smoothness": lambda r: f"mean TV/L1 {r.mean:.4f} over {r.filters} filters",
+    "generation": lambda r: f"PSNR {r.psnr:.2f} dB (n={r.n})",
+}
 
 
 _register_builtin()

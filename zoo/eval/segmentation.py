@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from zoo.eval.results import PerImage, Result
 from zoo.stats import mean_ci, paired_bootstrap
 
 __all__ = [
+    "SegmentationResult",
     "confusion_matrices",
     "evaluate_segmentation",
     "iou_per_class",
@@ -36,6 +39,20 @@ __all__ = [
     "paired_segmentation",
     "shift_agreement",
 ]
+
+
+@dataclass(kw_only=True)
+class SegmentationResult(Result):
+    """:func:`evaluate_segmentation` (fractions in [0, 1]; ``per_image``: ``iou``, ``consistency``)."""
+
+    miou: float
+    miou_ci95: list[float]
+    iou_per_class: list[float | None]  # None: a class absent from masks and predictions
+    consistency: float
+    consistency_ci95: list[float]
+    shifts: list[list[int]]
+    n: int
+    per_image: PerImage
 
 
 def confusion_matrices(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
@@ -120,11 +137,11 @@ def evaluate_segmentation(
     ignore_index: int = 255,
     progress: bool = False,
     rounds: int = 1000,
-) -> dict[str, Any]:
+) -> SegmentationResult:
     """mIoU and dense shift consistency of ``model`` on ``(images, masks)`` batches, with 95% intervals.
 
-    Returns ``{"miou", "miou_ci95", "iou_per_class", "consistency", "consistency_ci95", "shifts", "n",
-    "per_image": {"iou": [...], "consistency": [...]}}`` (fractions in [0, 1]).
+    Returns a :class:`SegmentationResult`: ``miou``, ``miou_ci95``, ``iou_per_class``, ``consistency``,
+    ``consistency_ci95``, ``shifts``, ``n``, ``per_image`` (``iou``, ``consistency``); fractions in [0, 1].
     """
     model = model.eval()
     shifts = list(shifts) if shifts is not None else random_shifts(5, 8)
@@ -140,23 +157,24 @@ def evaluate_segmentation(
     cons = torch.cat(agree).numpy()
     mean, low, high = mean_ci(cons)
     per_iou = [float(np.nanmean(v)) if np.any(~np.isnan(v := iou_per_class(c))) else math.nan for c in conf]
-    return {
-        "miou": miou(conf.sum(0)),
-        "miou_ci95": miou_interval(conf, rounds=rounds),
-        "iou_per_class": [None if math.isnan(v) else float(v) for v in iou_per_class(conf.sum(0))],
-        "consistency": float(mean),
-        "consistency_ci95": [float(low), float(high)],
-        "shifts": [list(d) for d in shifts],
-        "n": len(cons),
-        "per_image": {"iou": per_iou, "consistency": cons.tolist()},
-    }
+    return SegmentationResult(
+        miou=miou(conf.sum(0)),
+        miou_ci95=miou_interval(conf, rounds=rounds),
+        iou_per_class=[None if math.isnan(v) else float(v) for v in iou_per_class(conf.sum(0))],
+        consistency=float(mean),
+        consistency_ci95=[float(low), float(high)],
+        shifts=[list(d) for d in shifts],
+        n=len(cons),
+        per_image={"iou": per_iou, "consistency": cons.tolist()},
+    )
 
 
-def paired_segmentation(a: dict[str, Any], b: dict[str, Any], rounds: int = 2000) -> dict[str, Any]:
-    """Paired comparison of two ``evaluate_segmentation`` results on the same images (B minus A)."""
+def paired_segmentation(a: SegmentationResult, b: SegmentationResult, rounds: int = 2000) -> dict[str, Any]:
+    """Paired comparison of two ``evaluate_segmentation`` results on the same images (B minus A):
+    ``{"iou": ..., "consistency": ...}`` of ``zoo.stats.paired_bootstrap``."""
     out: dict[str, Any] = {}
     for key in ("iou", "consistency"):
-        x, y = np.asarray(a["per_image"][key], float), np.asarray(b["per_image"][key], float)
+        x, y = np.asarray(a.per_image[key], float), np.asarray(b.per_image[key], float)
         if x.shape != y.shape:
             raise ValueError(f"paired comparison needs the same images, got {len(x)} and {len(y)}")
         out[key] = paired_bootstrap(y - x, rounds=rounds)

@@ -13,6 +13,7 @@ the prediction, under four ways of moving the image (definitions: docs/eval.md).
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,29 @@ from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
 from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
 from zoo.eval.consistency import group_list
+from zoo.eval.results import PerImage, Result
 from zoo.stats import mean_ci, proportion_ci
 
-__all__ = ["SENSITIVITY_PROTOCOLS", "frame_sensitivity", "make_frames", "shift_sensitivity"]
+__all__ = ["SENSITIVITY_PROTOCOLS", "SensitivityResult", "frame_sensitivity", "make_frames", "shift_sensitivity"]
 
 SENSITIVITY_PROTOCOLS = ("crop", "black", "black_mean", "inpaint", "scale")
+
+
+@dataclass(kw_only=True)
+class SensitivityResult(Result):
+    """:func:`shift_sensitivity` of one protocol (``per_image``: ``index``, ``p_change``, ``mac``)."""
+
+    p_change: float
+    p_change_ci95: list[float]
+    mac: float
+    mac_ci95: list[float]
+    n: int
+    n_eff: int
+    per_image: PerImage
+    pairs: int
+    protocol: str
+    embed_size: int | None  # None for crop
+    frames: int
 
 
 def _resize(image: Tensor, size: int) -> Tensor:
@@ -146,15 +165,15 @@ def shift_sensitivity(
     chunk: int = 64,
     groups: Mapping[int, Hashable] | None = None,
     device: str | torch.device | None = None,
-) -> dict[str, Any]:
+) -> SensitivityResult:
     """Azulay & Weiss sensitivity of ``model`` to 1-pixel moves (see :func:`make_frames`).
 
     ``mean``/``std`` are the normalization of the images (black = ``-mean / std``).
 
-    Returns ``{"p_change", "p_change_ci95", "mac", "mac_ci95", "n" (images), "n_eff", "pairs", "protocol",
-    "embed_size", "frames", "per_image"}``: ``p_change`` is the pooled rate over all frame pairs with a
-    Wilson interval (cluster design effect; never [0, 0]); ``mac`` a mean with a Student-t interval over
-    images (clusters with ``groups``).
+    Returns a :class:`SensitivityResult` (``p_change``, ``p_change_ci95``, ``mac``, ``mac_ci95``, ``n`` images,
+    ``n_eff``, ``pairs``, ``protocol``, ``embed_size``, ``frames``, ``per_image``): ``p_change`` is the pooled
+    rate over all frame pairs with a Wilson interval (cluster design effect; never [0, 0]); ``mac`` a mean with
+    a Student-t interval over images (clusters with ``groups``).
     """
     dev = model_device(model, device)
     background = [-m / s for m, s in zip(mean, std)]
@@ -178,16 +197,16 @@ def shift_sensitivity(
     clusters = group_list(groups, index)
     prop = proportion_ci(table[:, 0] * (frames - 1), np.full(len(table), frames - 1.0), clusters)
     m, m_lo, m_hi = mean_ci(table[:, 1], groups=clusters)
-    return {
-        "p_change": float(prop["p"]),
-        "p_change_ci95": prop["ci95"],
-        "mac": float(m),
-        "mac_ci95": [float(np.clip(m_lo, 0.0, 1.0)), float(np.clip(m_hi, 0.0, 1.0))],  # NaN stays NaN
-        "n": len(records),
-        "n_eff": len(set(clusters or index)),
-        "per_image": {"index": index, "p_change": table[:, 0].tolist(), "mac": table[:, 1].tolist()},
-        "pairs": len(records) * (frames - 1),
-        "protocol": protocol,
-        "embed_size": None if protocol == "crop" else embed_size,
-        "frames": frames,
-    }
+    return SensitivityResult(
+        p_change=float(prop["p"]),
+        p_change_ci95=prop["ci95"],
+        mac=float(m),
+        mac_ci95=[float(np.clip(m_lo, 0.0, 1.0)), float(np.clip(m_hi, 0.0, 1.0))],  # NaN stays NaN
+        n=len(records),
+        n_eff=len(set(clusters or index)),
+        per_image={"index": index, "p_change": table[:, 0].tolist(), "mac": table[:, 1].tolist()},
+        pairs=len(records) * (frames - 1),
+        protocol=protocol,
+        embed_size=None if protocol == "crop" else embed_size,
+        frames=frames,
+    )
