@@ -244,8 +244,8 @@ def format_table(report: Mapping[str, Any]) -> str:
         pair = report["paired"].get(name)
         cells = (_diff(pair["iou"]), _diff(pair["consistency"])) if pair else ("-", "-")
         rows.append(
-            f"| {name} | {_interval(res['miou'], res['miou_ci95'])} | "
-            f"{_interval(res['consistency'], res['consistency_ci95'])} | {cells[0]} | {cells[1]} |"
+            f"| {name} | {_interval(res.miou, res.miou_ci95)} | "
+            f"{_interval(res.consistency, res.consistency_ci95)} | {cells[0]} | {cells[1]} |"
         )
     return "\n".join(rows)
 

@@ -195,10 +195,10 @@ def evaluate(
                 model, loader, protocol=cfg.eval.protocol, max_shift=max_shift, seed=cfg.eval.seed, device=ctx.device
             )
         out.update(
-            consistency=res["consistency"],
-            consistency_low=res["ci95"][0],
-            consistency_high=res["ci95"][1],
-            shifted_top1=res.get("top1_crops", res.get("top1_rolled")),  # accuracy of the shifted views
+            consistency=res.consistency,
+            consistency_low=res.ci95[0],
+            consistency_high=res.ci95[1],
+            shifted_top1=res.top1_crops if res.top1_crops is not None else res.top1_rolled,  # the shifted views
             max_shift=max_shift,
         )
     model.train(was_training)
