@@ -28,7 +28,14 @@ from zoo.eval.consistency import group_list
 from zoo.eval.results import PerImage, Result
 from zoo.stats import mean_ci, proportion_ci
 
-__all__ = ["SENSITIVITY_PROTOCOLS", "SensitivityResult", "frame_sensitivity", "make_frames", "shift_sensitivity"]
+__all__ = [
+    "SENSITIVITY_PROTOCOLS",
+    "FrameSpec",
+    "SensitivityResult",
+    "frame_sensitivity",
+    "make_frames",
+    "shift_sensitivity",
+]
 
 SENSITIVITY_PROTOCOLS = ("crop", "black", "black_mean", "inpaint", "scale")
 
@@ -81,26 +88,35 @@ def inpaint_background(canvas: Tensor, known: Tensor, iterations: int = 60) -> T
     return fill
 
 
-def make_frames(
-    image: Tensor,
-    protocol: str,
-    frames: int,
-    *,
-    canvas: int | None = None,
-    embed_size: int | None = None,
-    background: Sequence[float] | Tensor = (0.0, 0.0, 0.0),
-    inpaint_iterations: int = 60,
-) -> Tensor:
-    """The ``frames`` x (C, canvas, canvas) sequence of one normalized image (C, H, W).
+@dataclass(frozen=True)
+class FrameSpec:
+    """How :func:`make_frames` turns one image into ``frames`` views (checked once, when built).
 
-    ``canvas`` defaults to ``H - frames + 1`` for ``crop`` and ``H`` otherwise; ``embed_size``
-    (black/inpaint/scale; None = half the canvas). ``background`` is the per-channel value of
-    black in normalized units (``black_mean`` always uses 0, the mean grey).
+    ``canvas`` defaults to ``H - frames + 1`` for ``crop`` and ``H`` otherwise; ``embed_size`` is the size of the
+    pasted image (black/black_mean/inpaint/scale; None = half the canvas); ``inpaint_iterations`` the smoothing
+    steps of the ``inpaint`` fill.
     """
-    if protocol not in SENSITIVITY_PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(SENSITIVITY_PROTOCOLS)}")
-    if frames < 2:
-        raise ValueError(f"need at least 2 frames, got {frames}")
+
+    protocol: str
+    frames: int = 8
+    canvas: int | None = None
+    embed_size: int | None = None
+    inpaint_iterations: int = 60
+
+    def __post_init__(self) -> None:
+        if self.protocol not in SENSITIVITY_PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; valid: {', '.join(SENSITIVITY_PROTOCOLS)}")
+        if self.frames < 2:
+            raise ValueError(f"need at least 2 frames, got {self.frames}")
+
+
+def make_frames(image: Tensor, spec: FrameSpec, background: Sequence[float] | Tensor = (0.0, 0.0, 0.0)) -> Tensor:
+    """The ``spec.frames`` x (C, canvas, canvas) sequence of one normalized image (C, H, W).
+
+    ``background`` is the per-channel value of black in normalized units (``black_mean`` always uses 0, the
+    mean grey).
+    """
+    protocol, frames, canvas, embed_size = spec.protocol, spec.frames, spec.canvas, spec.embed_size
     h = min(image.shape[-2:])
     if protocol == "crop":
         size = canvas or h - frames + 1
@@ -131,7 +147,7 @@ def make_frames(
         board[:, y : y + piece.shape[-2], y : y + piece.shape[-1]] = piece
         known[:, y : y + piece.shape[-2], y : y + piece.shape[-1]] = True
         if protocol == "inpaint":
-            board = inpaint_background(board, known, inpaint_iterations)
+            board = inpaint_background(board, known, spec.inpaint_iterations)
         out.append(board)
     return torch.stack(out)
 
@@ -175,21 +191,14 @@ def shift_sensitivity(
     rate over all frame pairs with a Wilson interval (cluster design effect; never [0, 0]); ``mac`` a mean with
     a Student-t interval over images (clusters with ``groups``).
     """
+    spec = FrameSpec(protocol, frames, canvas, embed_size, inpaint_iterations)  # bad settings fail before any work
     dev = model_device(model, device)
     background = [-m / s for m, s in zip(mean, std)]
     records: dict[int, tuple[float, float]] = {}
     with evaluating(model, dev):
         for images, _labels, indices in iter_batches(batches, dev):
             for image, index in zip(images, indices.tolist()):
-                seq = make_frames(
-                    image,
-                    protocol,
-                    frames,
-                    canvas=canvas,
-                    embed_size=embed_size,
-                    background=background[: image.shape[0]],
-                    inpaint_iterations=inpaint_iterations,
-                )
+                seq = make_frames(image, spec, background[: image.shape[0]])
                 records[index] = frame_sensitivity(model, seq, chunk)
     records = gather_records(records)
     table = np.array(list(records.values()), dtype=np.float64).reshape(-1, 2)
