@@ -177,8 +177,7 @@ def test_shared_phase_blocks_keep_keys_and_export() -> None:
         ref = model(other)
         assert torch.allclose(torch.jit.trace(model, x)(other), ref, atol=1e-6)
         assert torch.allclose(torch.fx.symbolic_trace(model)(other), ref, atol=1e-6)
-    with pytest.raises(TypeError, match=r"torch\.jit\.script is not supported for the torchvision_cnn family"):
-        torch.jit.script(model)  # the family refuses TorchScript, APS or not
+        assert torch.allclose(torch.jit.script(model)(other), ref, atol=1e-6)  # scripted from its fx graph
 
 
 def test_script_trace_and_fx_equal_eager() -> None:

@@ -238,9 +238,23 @@ def test_every_name_builds_and_runs(name: str) -> None:
         assert model(torch.randn(1, 3, s, s)).shape == (1, 5)
 
 
-def test_script_refuses_loudly() -> None:
-    with pytest.raises(TypeError, match=r"torch\.jit\.script is not supported.*torch\.jit\.trace"):
-        torch.jit.script(zoo.create("mnasnet0_5_aa4"))
+@pytest.mark.parametrize("name", [*(f"{a}_aa3" for a in SMALLEST), "shufflenet_v2_x0_5_aps", "inception_v3_aps"])
+def test_script_matches_eager_and_keeps_the_input_check(name: str) -> None:
+    model = zoo.create(name, num_classes=5)
+    model.set_grad_checkpointing(True)  # not scripted; the eager model keeps it
+    scripted = torch.jit.script(model)
+    assert model.grad_checkpointing
+    model.set_grad_checkpointing(False)
+    model.eval(), scripted.eval()
+    arch = name.rsplit("_aa", 1)[0].removesuffix("_aps")
+    x = _input(arch, size=max(_size(arch), model.min_input_size))
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), model(x), rtol=1e-5, atol=1e-6)
+    assert set(model.state_dict()) <= set(scripted.state_dict())  # + the blur filters, as for every family
+    small = model.min_input_size - 1
+    if small > 0:
+        with pytest.raises(torch.jit.Error, match="too small"):
+            scripted(torch.randn(1, 3, small, small))
 
 
 @pytest.mark.parametrize("arch", SMALLEST)

@@ -1,4 +1,4 @@
-"""``{arch}_aps`` and ``{arch}_aa{K}_aps``: a hand-built family's model with APS at every subsampling.
+"""``{arch}_aps``, ``{arch}_aa{K}_aps``: a zoo model (hand-built or torchvision family) with APS everywhere.
 
 The model is built anti-aliased with ``aa_stem=True`` (filter size ``K``, or 1 = no low-pass for ``{arch}_aps``),
 so every subsampling is a ``BlurPool2d``/``MaxBlurPool2d``/``BlurConv2d`` after a dense (stride-1) operation;

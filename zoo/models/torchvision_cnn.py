@@ -13,6 +13,7 @@ import warnings
 from typing import Any
 
 import torch
+import torch.fx
 import torchvision
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -116,11 +117,14 @@ class TorchvisionCNN(ZooModel):
         return self._pool_size
 
     def __prepare_scriptable__(self) -> nn.Module:
-        """``torch.jit.script`` calls this first: refuse with one clear error (trace, fx and ONNX are supported)."""
-        raise TypeError(
-            f"{self.name}: torch.jit.script is not supported for the torchvision_cnn family (rewritten blocks and "
-            "name-driven heads); use torch.jit.trace, torch.fx.symbolic_trace or ONNX export"
-        )
+        """``torch.jit.script`` compiles this model's ``torch.fx`` graph: the forward as straight-line code (the
+        name-driven trunk and head loops are Python), with the same submodules, state-dict keys and outputs.
+        The input-size check stays in the graph; activation checkpointing is not scripted (as in every family)."""
+        checkpointing, self.grad_checkpointing = self.grad_checkpointing, False
+        try:
+            return torch.fx.symbolic_trace(self)
+        finally:
+            self.grad_checkpointing = checkpointing
 
     def default_pretrained_cfg(self, name: str) -> dict[str, Any]:
         return {**super().default_pretrained_cfg(name), "input_size": (3, self._input_size, self._input_size)}
