@@ -34,6 +34,12 @@ def straight(tmp_path_factory):
     return _comparison(finetune(None, tiny(out, *TWIN)).root)
 
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C's default action, even when this suite runs with SIGINT ignored (a background job
+    of a shell without job control): Python turns SIGINT into KeyboardInterrupt only if it is not ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(tmp_path, args, model, sig):
     """Run ``zoo finetune args`` in a process; send ``sig`` while it writes ``model``'s epoch-2 checkpoint.
 
@@ -43,6 +49,7 @@ def _interrupt(tmp_path, args, model, sig):
         proc = subprocess.Popen(
             [sys.executable, "-c", SLOW_RUN, "finetune", *args],
             stdout=out, stderr=subprocess.PIPE, text=True, env=_env(**{TEST_DELAY_ENV: f"2:120:{model}"}),
+            preexec_fn=_interruptible,
         )  # fmt: skip
         try:
             line = _wait_for_line(proc.stderr, "[test hook] writing", timeout=240)
