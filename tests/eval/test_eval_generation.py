@@ -46,7 +46,8 @@ class RangeProbe(torch.nn.Module):
 
 
 def test_generators_get_minus_one_one_inputs_and_data_range_two_by_default() -> None:
-    from zoo.eval.runner import EvalModel, generator_range, load_eval_config, run_eval
+    from zoo.eval.generation import generator_range
+    from zoo.eval.runner import EvalModel, load_eval_config, run_eval
 
     config = load_eval_config(overrides={"metrics": ["generation"], "limit": 2, "generation": {"size": 32}})
     assert generator_range(config["generation"]) == (-1.0, 1.0, 2.0)

@@ -61,3 +61,13 @@ def test_an_unregistered_metric_is_a_clear_error() -> None:
 
     with pytest.raises(ValueError, match="class0"):
         load_eval_config(overrides={"metrics": ["class0"]})
+
+
+def test_register_keeps_the_shipped_order_and_puts_a_new_metric_last(toy_metric) -> None:
+    import zoo.eval.runner  # noqa: F401  (imports every shipped metric module)
+    from zoo.eval.registry import ORDER, register
+
+    clean = METRICS.pop("clean")
+    register(clean)  # registered last, listed first (zoo eval's metric list does not depend on import order)
+    register(METRICS.pop(toy_metric.name))
+    assert list(METRICS) == [*ORDER, "class0"]

@@ -4,7 +4,7 @@ diagonal-shift curves. Definitions: docs/eval.md.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,9 @@ from torch import Tensor, nn
 from zoo.distributed import gather_records, rank_world
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
 from zoo.eval._seeding import image_rng, stream_id
+from zoo.eval.plots import plot_consistency, plot_diagonal
+from zoo.eval.registry import Context, Metric, Paired, centre, register
+from zoo.eval.report import Row, ci_columns, keyed
 from zoo.eval.results import OPTIONAL, PerImage, Result
 from zoo.stats import mean_ci, proportion_ci
 
@@ -324,3 +327,119 @@ def diagonal_shift_curve(
         n=len(records),
         max_shift=max_shift,
     )
+
+
+class _Restream:
+    """A re-iterable stream: every ``iter()`` starts the data stream again (for multi-pass protocols)."""
+
+    def __init__(self, make: Callable[[], Iterable[Any]]) -> None:
+        self.make = make
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.make())
+
+
+def _run_consistency(ctx: Context, model: Any) -> dict[str, ConsistencyResult]:
+    cfg, out = ctx.config["consistency"], {}
+    for protocol in cfg["protocols"]:
+        batches: Any = _Restream(
+            lambda p=protocol: ctx.batches(
+                model, ctx.config["resize"], ctx.config["crop"], "consistency", p, ctx.use_labels(model)
+            )
+        )
+        if protocol == "circular":
+            batches = centre(batches, ctx.config["crop"] - cfg["max_shift"])
+        official = ctx.config["protocol"] == "official" and protocol == "crop"
+        out[protocol] = shift_consistency(
+            model.module,
+            batches,
+            protocol=protocol,
+            max_shift=cfg["max_shift"],
+            seed=ctx.config["seed"],
+            procedure="official" if official else "seeded",
+            passes=cfg["passes"],
+            groups=ctx.groups("consistency"),
+            device=ctx.device,
+        )
+    return out
+
+
+def _headline_consistency(r: dict[str, ConsistencyResult]) -> str:
+    return ", ".join(
+        f"{p} {v.consistency:.2f}% [{v.ci95[0]:.1f}, {v.ci95[1]:.1f}] (n={v.n}, {v.n_eff} photos)" for p, v in r.items()
+    )
+
+
+def _consistency_columns(v: ConsistencyResult) -> Row:
+    views = {"top1_crops": v.top1_crops, "top5_crops": v.top5_crops}
+    views.update(top1_rolled=v.top1_rolled, top5_rolled=v.top5_rolled)
+    return {
+        "consistency": v.consistency,
+        **ci_columns(v.ci95),
+        "n": v.n,
+        "max_shift": v.max_shift,
+        "seed": v.seed,
+        "n_eff": v.n_eff,
+        "procedure": v.procedure or "seeded",
+        **{k: value for k, value in views.items() if value is not None},
+    }
+
+
+def _rows_consistency(model: str, r: Mapping[str, ConsistencyResult]) -> Iterator[Row]:
+    return keyed(model, r, "protocol", _consistency_columns)
+
+
+def _paired_consistency(r: dict[str, ConsistencyResult]) -> Paired:
+    return {
+        f"consistency {p}": ("binary", dict(zip(v.per_image["index"], v.per_image["agree"])))
+        for p, v in r.items()
+        if v.procedure != "official"
+    }
+
+
+def _run_diagonal(ctx: Context, model: Any) -> DiagonalResult:
+    batches = ctx.batches(
+        model, ctx.config["resize"], ctx.config["crop"], "diagonal", "diagonal", ctx.use_labels(model)
+    )
+    return diagonal_shift_curve(
+        model.module,
+        batches,
+        max_shift=ctx.config["diagonal"]["max_shift"],
+        groups=ctx.groups("diagonal"),
+        device=ctx.device,
+    )
+
+
+def _headline_diagonal(r: DiagonalResult) -> str:
+    return f"mean P over shifts {sum(r.prob) / max(1, len(r.prob)):.4f} (n={r.n})"
+
+
+def _rows_diagonal(model: str, r: DiagonalResult) -> Iterator[Row]:
+    for k, (d, prob, agree) in enumerate(zip(r.shifts, r.prob, r.agree)):
+        yield {
+            "model": model,
+            "shift": d,
+            "prob": prob,
+            **ci_columns(r.prob_ci95, k),
+            "agree_pct": agree,
+            "reference": r.reference,
+            "n": r.n,
+        }
+
+
+register(
+    Metric(
+        "consistency",
+        _run_consistency,
+        "classifier",
+        headline=_headline_consistency,
+        rows=_rows_consistency,
+        plot=plot_consistency,
+        paired=_paired_consistency,
+    )
+)
+register(
+    Metric(
+        "diagonal", _run_diagonal, "classifier", headline=_headline_diagonal, rows=_rows_diagonal, plot=plot_diagonal
+    )
+)

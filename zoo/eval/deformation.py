@@ -9,7 +9,7 @@ displacement field and the image is resampled bilinearly (border clamp). Sensiti
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,9 @@ from zoo.eval._batches import evaluating, iter_batches, model_device
 from zoo.eval._distance import cosine_distance
 from zoo.eval._layers import capture, resolve_layers
 from zoo.eval._seeding import image_rng
+from zoo.eval.plots import plot_deformation, plot_smoothness
+from zoo.eval.registry import Context, Metric, register, run_on_squares
+from zoo.eval.report import Row, ci_columns
 from zoo.eval.results import Result
 
 __all__ = [
@@ -279,3 +282,63 @@ def filter_smoothness(model: nn.Module) -> SmoothnessResult:
         raise ValueError(f"{type(model).__name__} has no Conv2d with a spatial kernel (> 1x1)")
     every = torch.cat(values)
     return SmoothnessResult(layers=per_layer, mean=float(every.mean()), filters=int(every.numel()))
+
+
+def _run_deformation(ctx: Context, model: Any) -> DeformationResult:
+    keys = ("strengths", "grid", "layers", "bootstrap")
+    return run_on_squares(ctx, model, "deformation", deformation_sensitivity, keys, seed=ctx.config["seed"])
+
+
+def _headline_deformation(r: DeformationResult) -> str:
+    return ", ".join(f"{k} {v.sensitivity[-1]:.3f}@C={r.strengths[-1]}" for k, v in r.layers.items())
+
+
+def _rows_deformation(model: str, r: DeformationResult) -> Iterator[Row]:
+    for layer, v in r.layers.items():
+        for k, c in enumerate(r.strengths):
+            yield {
+                "model": model,
+                "layer": layer,
+                "C": c,
+                "sensitivity": v.sensitivity[k],
+                **ci_columns(v.ci95, k),
+                "deformed": v.deformed[k],
+                "pair": v.pair,
+                "n": r.n,
+                "pairs": r.pairs,
+            }
+
+
+def _run_smoothness(ctx: Context, model: Any) -> SmoothnessResult:
+    return filter_smoothness(model.module)
+
+
+def _headline_smoothness(r: SmoothnessResult) -> str:
+    return f"mean TV/L1 {r.mean:.4f} over {r.filters} filters"
+
+
+def _rows_smoothness(model: str, r: SmoothnessResult) -> Iterator[Row]:
+    for layer, value in r.layers.items():
+        yield {"model": model, "layer": layer, "tv_over_l1": value}
+
+
+register(
+    Metric(
+        "deformation",
+        _run_deformation,
+        "classifier",
+        headline=_headline_deformation,
+        rows=_rows_deformation,
+        plot=plot_deformation,
+    )
+)
+register(
+    Metric(
+        "smoothness",
+        _run_smoothness,
+        "classifier",
+        headline=_headline_smoothness,
+        rows=_rows_smoothness,
+        plot=plot_smoothness,
+    )
+)

@@ -10,7 +10,7 @@ anti-aliased layer would make, or left out (``fractional="skip"``: NaN in the he
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,9 @@ from zoo.eval._batches import evaluating, iter_batches, model_device
 from zoo.eval._distance import cosine_distance
 from zoo.eval._layers import capture, resolve_layers
 from zoo.eval.consistency import group_list
+from zoo.eval.plots import plot_features
+from zoo.eval.registry import Context, Metric, Paired, register, run_on_squares
+from zoo.eval.report import Row
 from zoo.eval.results import OPTIONAL, PerImage, Result
 from zoo.stats import mean_ci, quiet_nan
 
@@ -287,3 +290,43 @@ def _masked_mean(heat: np.ndarray, mask: np.ndarray) -> float | None:
 
 def _nan_to_none(a: np.ndarray) -> list[list[float | None]]:
     return [[_num(v) for v in row] for row in a]
+
+
+def _run(ctx: Context, model: Any) -> FeatureResult:
+    return run_on_squares(ctx, model, "features", feature_distance, ("layers", "shifts", "on_grid", "fractional"))
+
+
+def _headline(r: FeatureResult) -> str:
+    return "on-grid " + ", ".join(
+        f"{k} {v.mean:.4f}" if v.mean is not None else f"{k} n/a" for k, v in r.layers.items()
+    )
+
+
+def _rows(model: str, r: FeatureResult) -> Iterator[Row]:
+    for layer, v in r.layers.items():
+        for dh, row in enumerate(v.heatmap):
+            for dw, value in enumerate(row):
+                s = v.stride
+                yield {
+                    "model": model,
+                    "layer": layer,
+                    "stride": s,
+                    "dh": dh,
+                    "dw": dw,
+                    "distance": value,
+                    "on_grid": dh % s == 0 and dw % s == 0,
+                    "layer_on_grid_mean": v.mean,
+                    "n": r.n,
+                }
+
+
+def _paired(r: FeatureResult) -> Paired:
+    index = r.per_image["index"]
+    return {
+        f"feature distance {k} (on-grid)": ("continuous", dict(zip(index, r.per_image[k])))
+        for k in r.layers
+        if k in r.per_image
+    }
+
+
+register(Metric("features", _run, "classifier", headline=_headline, rows=_rows, plot=plot_features, paired=_paired))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,10 +15,12 @@ from torch import nn
 from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device
 from zoo.eval._seeding import image_rng
+from zoo.eval.registry import Context, Metric, register
+from zoo.eval.report import Row, ci_columns
 from zoo.eval.results import OPTIONAL, Result
 from zoo.stats import mean_ci
 
-__all__ = ["GenerationResult", "generation_stability", "psnr"]
+__all__ = ["GenerationResult", "generation_stability", "generator_range", "psnr"]
 
 
 @dataclass(kw_only=True)
@@ -97,3 +100,54 @@ def generation_stability(
         max_shift=max_shift,
         data_range=data_range,
     )
+
+
+def generator_range(cfg: dict[str, Any]) -> tuple[float, float, float]:
+    """``(low, high, data_range)`` of a generator's pixels from ``generation.input_range`` / ``data_range``."""
+    rng = cfg["input_range"]
+    if not (isinstance(rng, (list, tuple)) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng)):
+        raise ValueError(f"generation.input_range must be [low, high], e.g. [-1, 1] or [0, 1], got {rng!r}")
+    low, high = float(rng[0]), float(rng[1])
+    if not high > low:
+        raise ValueError(f"generation.input_range needs low < high, got {rng!r}")
+    data_range = cfg["data_range"] if cfg["data_range"] is not None else high - low
+    return low, high, float(data_range)
+
+
+def _run(ctx: Context, model: Any) -> GenerationResult:
+    cfg = ctx.config["generation"]
+    low, high, data_range = generator_range(cfg)
+    # pixels in [0, 1] -> (x - mean) / std in [low, high]
+    model = copy.copy(model)
+    model.mean, model.std = (-low / (high - low),) * 3, (1.0 / (high - low),) * 3
+    batches = ctx.batches(model, cfg["size"], cfg["size"], "generation", "generation")
+    out = generation_stability(
+        model.module,
+        batches,
+        max_shift=cfg["max_shift"],
+        data_range=data_range,
+        seed=ctx.config["seed"],
+        device=ctx.device,
+    )
+    out.input_range = [low, high]
+    return out
+
+
+def _headline(r: GenerationResult) -> str:
+    return f"PSNR {r.psnr:.2f} dB (n={r.n})"
+
+
+def _rows(model: str, r: GenerationResult) -> Iterator[Row]:
+    yield {
+        "model": model,
+        "psnr": r.psnr,
+        "psnr_mean": r.psnr_mean,
+        "mse": r.mse,
+        "exact": r.exact,
+        "n": r.n,
+        "max_shift": r.max_shift,
+        **ci_columns(r.mse_ci95, prefix="mse_"),
+    }
+
+
+register(Metric("generation", _run, "generator", headline=_headline, rows=_rows))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import matplotlib
 
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # the records, for the annotations (the metric modules import
     from zoo.eval.sensitivity import SensitivityResult
 
 __all__ = [
-    "PLOTTERS",
     "plot_clean",
     "plot_comparison",
     "plot_consistency",
@@ -191,16 +190,6 @@ def plot_smoothness(results: Results[SmoothnessResult], path: Path) -> Path:
     ax.set_ylabel("TV / L1 (lower = smoother)")
     ax.set_title("Filter smoothness")
     return _save(fig, path)
-
-
-PLOTTERS: dict[str, Any] = {
-    "consistency": plot_consistency,
-    "diagonal": plot_diagonal,
-    "features": plot_features,
-    "sensitivity": plot_sensitivity,
-    "deformation": plot_deformation,
-    "smoothness": plot_smoothness,
-}
 
 
 def plot_clean(results: Results[CleanResult], path: Path) -> Path:

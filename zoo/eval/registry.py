@@ -7,7 +7,7 @@ CSV/PNG report and the paired model comparison all read this registry.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -18,7 +18,7 @@ from zoo.distributed import is_main, rank_world, shard_positions
 from zoo.eval.data import ImageSource, eval_transform, image_order, position_groups, stream_batches
 from zoo.eval.results import Result
 
-__all__ = ["METRICS", "Context", "Metric", "Outcome", "Paired", "centre", "register"]
+__all__ = ["METRICS", "ORDER", "Context", "Metric", "Outcome", "Paired", "centre", "register", "run_on_squares"]
 
 Row = dict[str, Any]
 # label -> ("binary" | "continuous", {global image index: value}): what a paired comparison uses
@@ -50,13 +50,30 @@ class Metric(Generic[R]):
 
 
 METRICS: dict[str, Metric[Any]] = {}
+# the order of the shipped metrics in METRICS (``zoo eval``'s metric list and help), whatever order their
+# modules are imported in; a metric not named here comes after them, in the order it was registered
+ORDER = (
+    "clean",
+    "corruptions",
+    "flip",
+    "consistency",
+    "diagonal",
+    "features",
+    "sensitivity",
+    "deformation",
+    "smoothness",
+    "generation",
+)
 
 
 def register(metric: Metric[R]) -> Metric[R]:
-    """Add ``metric`` to :data:`METRICS` (a second metric of the same name is an error)."""
+    """Add ``metric`` to :data:`METRICS` (a second metric of the same name is an error), in :data:`ORDER`."""
     if metric.name in METRICS and METRICS[metric.name] is not metric:
         raise ValueError(f"metric {metric.name!r} is registered twice")
     METRICS[metric.name] = metric
+    ranked = sorted(METRICS.values(), key=lambda m: ORDER.index(m.name) if m.name in ORDER else len(ORDER))
+    METRICS.clear()
+    METRICS.update((m.name, m) for m in ranked)
     return metric
 
 
@@ -135,3 +152,12 @@ class Context:
             return False
         classes = getattr(self.source, "classes", None)
         return classes is not None and len(classes) == getattr(model.module, "num_classes", -1)
+
+
+def run_on_squares(ctx: Context, model: Any, name: str, fn: Callable[..., R], keys: Sequence[str], **extra: Any) -> R:
+    """``fn(model.module, batches, ...)`` on ``config[name]["size"]``-pixel squares, with the settings ``keys``
+    of ``config[name]`` and ``extra`` (the ``run`` of a metric computed on squares, e.g. ``features``)."""
+    cfg = ctx.config[name]
+    batches = ctx.batches(model, cfg["size"], cfg["size"], name, name)
+    settings = {key: cfg[key] for key in keys}
+    return fn(model.module, batches, **settings, **extra, groups=ctx.groups(name), device=ctx.device)

@@ -15,19 +15,14 @@ from zoo.io import atomic_write, jsonable
 
 if TYPE_CHECKING:
     from zoo.eval.compare import PairComparison
-    from zoo.eval.consistency import ConsistencyResult, DiagonalResult
-    from zoo.eval.deformation import DeformationResult, SmoothnessResult
-    from zoo.eval.features import FeatureResult
-    from zoo.eval.generation import GenerationResult
-    from zoo.eval.sensitivity import SensitivityResult
 
-__all__ = ["TABLES", "comparison_rows", "markdown_report", "write_report"]
+__all__ = ["ci_columns", "comparison_rows", "keyed", "markdown_report", "write_report"]
 
 Row = dict[str, Any]
 R = TypeVar("R", bound=Result)
 
 
-def _ci_columns(ci: Any, k: int | None = None, prefix: str = "") -> Row:
+def ci_columns(ci: Any, k: int | None = None, prefix: str = "") -> Row:
     """The ``{prefix}ci95_low`` / ``{prefix}ci95_high`` columns of a ``[low, high]`` interval (of a curve: at ``k``)."""
     low, high = ci
     if k is not None:
@@ -35,122 +30,10 @@ def _ci_columns(ci: Any, k: int | None = None, prefix: str = "") -> Row:
     return {f"{prefix}ci95_low": low, f"{prefix}ci95_high": high}
 
 
-def _keyed(model: str, r: Mapping[str, R], key: str, columns: Callable[[R], Row]) -> Iterator[Row]:
+def keyed(model: str, r: Mapping[str, R], key: str, columns: Callable[[R], Row]) -> Iterator[Row]:
     """One row per entry of a result keyed by protocol or setting (column ``key``)."""
     for name, v in r.items():
         yield {"model": model, key: name, **columns(v)}
-
-
-def _consistency_columns(v: ConsistencyResult) -> Row:
-    views = {"top1_crops": v.top1_crops, "top5_crops": v.top5_crops}
-    views.update(top1_rolled=v.top1_rolled, top5_rolled=v.top5_rolled)
-    return {
-        "consistency": v.consistency,
-        **_ci_columns(v.ci95),
-        "n": v.n,
-        "max_shift": v.max_shift,
-        "seed": v.seed,
-        "n_eff": v.n_eff,
-        "procedure": v.procedure or "seeded",
-        **{k: value for k, value in views.items() if value is not None},
-    }
-
-
-def _consistency(model: str, r: Mapping[str, ConsistencyResult]) -> Iterator[Row]:
-    return _keyed(model, r, "protocol", _consistency_columns)
-
-
-def _diagonal(model: str, r: DiagonalResult) -> Iterator[Row]:
-    for k, (d, prob, agree) in enumerate(zip(r.shifts, r.prob, r.agree)):
-        yield {
-            "model": model,
-            "shift": d,
-            "prob": prob,
-            **_ci_columns(r.prob_ci95, k),
-            "agree_pct": agree,
-            "reference": r.reference,
-            "n": r.n,
-        }
-
-
-def _features(model: str, r: FeatureResult) -> Iterator[Row]:
-    for layer, v in r.layers.items():
-        for dh, row in enumerate(v.heatmap):
-            for dw, value in enumerate(row):
-                s = v.stride
-                yield {
-                    "model": model,
-                    "layer": layer,
-                    "stride": s,
-                    "dh": dh,
-                    "dw": dw,
-                    "distance": value,
-                    "on_grid": dh % s == 0 and dw % s == 0,
-                    "layer_on_grid_mean": v.mean,
-                    "n": r.n,
-                }
-
-
-def _sensitivity_columns(v: SensitivityResult) -> Row:
-    return {
-        "protocol": v.protocol,
-        "embed_size": v.embed_size,
-        "p_change": v.p_change,
-        **_ci_columns(v.p_change_ci95, prefix="p_change_"),
-        "mac": v.mac,
-        **_ci_columns(v.mac_ci95, prefix="mac_"),
-        "n": v.n,
-        "pairs": v.pairs,
-    }
-
-
-def _sensitivity(model: str, r: Mapping[str, SensitivityResult]) -> Iterator[Row]:
-    return _keyed(model, r, "setting", _sensitivity_columns)
-
-
-def _deformation(model: str, r: DeformationResult) -> Iterator[Row]:
-    for layer, v in r.layers.items():
-        for k, c in enumerate(r.strengths):
-            yield {
-                "model": model,
-                "layer": layer,
-                "C": c,
-                "sensitivity": v.sensitivity[k],
-                **_ci_columns(v.ci95, k),
-                "deformed": v.deformed[k],
-                "pair": v.pair,
-                "n": r.n,
-                "pairs": r.pairs,
-            }
-
-
-def _smoothness(model: str, r: SmoothnessResult) -> Iterator[Row]:
-    for layer, value in r.layers.items():
-        yield {"model": model, "layer": layer, "tv_over_l1": value}
-
-
-def _generation(model: str, r: GenerationResult) -> Iterator[Row]:
-    yield {
-        "model": model,
-        "psnr": r.psnr,
-        "psnr_mean": r.psnr_mean,
-        "mse": r.mse,
-        "exact": r.exact,
-        "n": r.n,
-        "max_shift": r.max_shift,
-        **_ci_columns(r.mse_ci95, prefix="mse_"),
-    }
-
-
-TABLES: dict[str, Callable[[str, Any], Iterator[Row]]] = {
-    "consistency": _consistency,
-    "diagonal": _diagonal,
-    "features": _features,
-    "sensitivity": _sensitivity,
-    "deformation": _deformation,
-    "smoothness": _smoothness,
-    "generation": _generation,
-}
 
 
 def _csv(rows: list[Row]) -> str:
@@ -173,7 +56,7 @@ def comparison_rows(comparison: dict[str, dict[str, PairComparison]]) -> list[Ro
             "a": v.a,
             "b": v.b,
             "diff": v.diff,
-            **_ci_columns(v.ci95),
+            **ci_columns(v.ci95),
             "p": v.p,
             "test": v.test,
             "n": v.n,

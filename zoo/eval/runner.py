@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import yaml
@@ -15,16 +15,19 @@ from torch import nn
 from zoo.config import PRETRAINED_POLICIES
 from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
 from zoo.distributed import is_main, rank_world
-from zoo.eval import consistency as _consistency
+
+# each metric module registers its metric(s) when imported (METRICS keeps registry.ORDER, whatever the order here)
+from zoo.eval import clean as _clean  # noqa: F401
+from zoo.eval import consistency as _consistency  # noqa: F401
+from zoo.eval import corruptions as _corruptions  # noqa: F401
+from zoo.eval import deformation as _deformation  # noqa: F401
+from zoo.eval import features as _features  # noqa: F401
+from zoo.eval import flip as _flip  # noqa: F401
+from zoo.eval import generation as _generation  # noqa: F401
 from zoo.eval import report as _report
-from zoo.eval.consistency import ConsistencyResult, DiagonalResult
+from zoo.eval import sensitivity as _sensitivity  # noqa: F401
 from zoo.eval.data import ImageSource, open_source
-from zoo.eval.deformation import DeformationResult, SmoothnessResult, deformation_sensitivity, filter_smoothness
-from zoo.eval.features import FeatureResult, feature_distance
-from zoo.eval.generation import GenerationResult, generation_stability
-from zoo.eval.registry import METRICS, Context, Metric, Paired, centre, register
-from zoo.eval.results import Result
-from zoo.eval.sensitivity import SensitivityResult, shift_sensitivity
+from zoo.eval.registry import METRICS, Context
 
 __all__ = [
     "DEFAULTS_PATH",
@@ -35,7 +38,6 @@ __all__ = [
 ]
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.yaml")
-R = TypeVar("R", bound=Result)
 PROTOCOLS = ("seeded", "official")
 # protocol: official = the release's ImageNet script: Resize(256) + CenterCrop(256), two 224 crops at
 # per-batch offsets in 0..31, 5 passes over the data
@@ -183,193 +185,6 @@ def load_models(
     return models
 
 
-def _run_consistency(ctx: Context, model: EvalModel) -> dict[str, ConsistencyResult]:
-    cfg, out = ctx.config["consistency"], {}
-    for protocol in cfg["protocols"]:
-        batches: Any = _Restream(
-            lambda p=protocol: ctx.batches(
-                model, ctx.config["resize"], ctx.config["crop"], "consistency", p, ctx.use_labels(model)
-            )
-        )
-        if protocol == "circular":
-            batches = centre(batches, ctx.config["crop"] - cfg["max_shift"])
-        official = ctx.config["protocol"] == "official" and protocol == "crop"
-        out[protocol] = _consistency.shift_consistency(
-            model.module,
-            batches,
-            protocol=protocol,
-            max_shift=cfg["max_shift"],
-            seed=ctx.config["seed"],
-            procedure="official" if official else "seeded",
-            passes=cfg["passes"],
-            groups=ctx.groups("consistency"),
-            device=ctx.device,
-        )
-    return out
-
-
-class _Restream:
-    """A re-iterable stream: every ``iter()`` starts the data stream again (for multi-pass protocols)."""
-
-    def __init__(self, make: Callable[[], Iterable[Any]]) -> None:
-        self.make = make
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.make())
-
-
-def _run_diagonal(ctx: Context, model: EvalModel) -> DiagonalResult:
-    batches = ctx.batches(
-        model, ctx.config["resize"], ctx.config["crop"], "diagonal", "diagonal", ctx.use_labels(model)
-    )
-    return _consistency.diagonal_shift_curve(
-        model.module,
-        batches,
-        max_shift=ctx.config["diagonal"]["max_shift"],
-        groups=ctx.groups("diagonal"),
-        device=ctx.device,
-    )
-
-
-def _run_on_squares(
-    ctx: Context, model: EvalModel, name: str, fn: Callable[..., R], keys: Sequence[str], **extra: Any
-) -> R:
-    """``fn`` on ``config[name]["size"]``-pixel squares, with the settings ``keys`` of ``config[name]``."""
-    cfg = ctx.config[name]
-    batches = ctx.batches(model, cfg["size"], cfg["size"], name, name)
-    settings = {key: cfg[key] for key in keys}
-    return fn(model.module, batches, **settings, **extra, groups=ctx.groups(name), device=ctx.device)
-
-
-def _run_features(ctx: Context, model: EvalModel) -> FeatureResult:
-    return _run_on_squares(ctx, model, "features", feature_distance, ("layers", "shifts", "on_grid", "fractional"))
-
-
-def _run_sensitivity(ctx: Context, model: EvalModel) -> dict[str, SensitivityResult]:
-    cfg, out = ctx.config["sensitivity"], {}
-    for protocol in cfg["protocols"]:
-        for embed in [None] if protocol == "crop" else cfg["embed_sizes"]:
-            key = protocol if embed is None else f"{protocol}@{embed}"
-            batches = ctx.batches(model, ctx.config["resize"], ctx.config["crop"], "sensitivity", key)
-            out[key] = shift_sensitivity(
-                model.module,
-                batches,
-                protocol=protocol,
-                frames=cfg["frames"],
-                canvas=cfg["canvas"],
-                embed_size=embed,
-                mean=model.mean,
-                std=model.std,
-                inpaint_iterations=cfg["inpaint_iterations"],
-                groups=ctx.groups("sensitivity"),
-                device=ctx.device,
-            )
-    return out
-
-
-def _run_deformation(ctx: Context, model: EvalModel) -> DeformationResult:
-    keys = ("strengths", "grid", "layers", "bootstrap")
-    return _run_on_squares(ctx, model, "deformation", deformation_sensitivity, keys, seed=ctx.config["seed"])
-
-
-def _run_smoothness(ctx: Context, model: EvalModel) -> SmoothnessResult:
-    return filter_smoothness(model.module)
-
-
-def generator_range(cfg: dict[str, Any]) -> tuple[float, float, float]:
-    """``(low, high, data_range)`` of a generator's pixels from ``generation.input_range`` / ``data_range``."""
-    rng = cfg["input_range"]
-    if not (isinstance(rng, (list, tuple)) and len(rng) == 2 and all(isinstance(v, (int, float)) for v in rng)):
-        raise ValueError(f"generation.input_range must be [low, high], e.g. [-1, 1] or [0, 1], got {rng!r}")
-    low, high = float(rng[0]), float(rng[1])
-    if not high > low:
-        raise ValueError(f"generation.input_range needs low < high, got {rng!r}")
-    data_range = cfg["data_range"] if cfg["data_range"] is not None else high - low
-    return low, high, float(data_range)
-
-
-def _run_generation(ctx: Context, model: EvalModel) -> GenerationResult:
-    cfg = ctx.config["generation"]
-    low, high, data_range = generator_range(cfg)
-    # pixels in [0, 1] -> (x - mean) / std in [low, high]
-    model = copy.copy(model)
-    model.mean, model.std = (-low / (high - low),) * 3, (1.0 / (high - low),) * 3
-    batches = ctx.batches(model, cfg["size"], cfg["size"], "generation", "generation")
-    out = generation_stability(
-        model.module,
-        batches,
-        max_shift=cfg["max_shift"],
-        data_range=data_range,
-        seed=ctx.config["seed"],
-        device=ctx.device,
-    )
-    out.input_range = [low, high]
-    return out
-
-
-def _register_builtin() -> None:
-    from zoo.eval.plots import PLOTTERS
-
-    def table(name: str) -> Any:
-        return _report.TABLES[name]
-
-    def plot(name: str) -> Any:
-        return PLOTTERS[name]
-
-    specs: list[tuple[str, Callable[[Context, EvalModel], Any], str]] = [
-        ("consistency", _run_consistency, "classifier"),
-        ("diagonal", _run_diagonal, "classifier"),
-        ("features", _run_features, "classifier"),
-        ("sensitivity", _run_sensitivity, "classifier"),
-        ("deformation", _run_deformation, "classifier"),
-        ("smoothness", _run_smoothness, "classifier"),
-        ("generation", _run_generation, "generator"),
-    ]
-    for name, run, kind in specs:
-        register(
-            Metric(
-                name,
-                run,
-                kind,
-                headline=_HEADLINES[name],
-                rows=table(name),
-                plot=PLOTTERS.get(name),
-                paired=_PAIRED.get(name),
-            )
-        )
-
-
-def _paired_consistency(r: dict[str, ConsistencyResult]) -> Paired:
-    return {
-        f"consistency {p}": ("binary", dict(zip(v.per_image["index"], v.per_image["agree"])))
-        for p, v in r.items()
-        if v.procedure != "official"
-    }
-
-
-def _paired_features(r: FeatureResult) -> Paired:
-    index = r.per_image["index"]
-    return {
-        f"feature distance {k} (on-grid)": ("continuous", dict(zip(index, r.per_image[k])))
-        for k in r.layers
-        if k in r.per_image
-    }
-
-
-def _paired_sensitivity(r: dict[str, SensitivityResult]) -> Paired:
-    return {
-        f"P(top-1 change) {k}": ("continuous", dict(zip(v.per_image["index"], v.per_image["p_change"])))
-        for k, v in r.items()
-    }
-
-
-_PAIRED: dict[str, Callable[[Any], Paired]] = {
-    "consistency": _paired_consistency,
-    "features": _paired_features,
-    "sensitivity": _paired_sensitivity,
-}
-
-
 def run_eval(
     models: Sequence[EvalModel] | dict[str, nn.Module],
     config: dict[str, Any] | None = None,
@@ -454,36 +269,3 @@ def compare(results: dict[str, Any], ctx: Context) -> dict[str, Any]:
     groups = ctx.groups(None)
     cfg = ctx.config["compare"]
     return compare_models(per_model, groups, rounds=cfg["bootstrap"], seed=ctx.config["seed"])
-
-
-def _headline_consistency(r: dict[str, ConsistencyResult]) -> str:
-    return ", ".join(
-        f"{p} {v.consistency:.2f}% [{v.ci95[0]:.1f}, {v.ci95[1]:.1f}] (n={v.n}, {v.n_eff} photos)" for p, v in r.items()
-    )
-
-
-def _headline_features(r: FeatureResult) -> str:
-    return "on-grid " + ", ".join(
-        f"{k} {v.mean:.4f}" if v.mean is not None else f"{k} n/a" for k, v in r.layers.items()
-    )
-
-
-def _headline_deformation(r: DeformationResult) -> str:
-    return ", ".join(f"{k} {v.sensitivity[-1]:.3f}@C={r.strengths[-1]}" for k, v in r.layers.items())
-
-
-_HEADLINES: dict[str, Callable[[Any], str]] = {
-    "consistency": _headline_consistency,
-    "diagonal": lambda r: f"mean P over shifts {sum(r.prob) / max(1, len(r.prob)):.4f} (n={r.n})",
-    "features": _headline_features,
-    "sensitivity": lambda r: ", ".join(f"{k} {v.p_change:.3f}" for k, v in r.items()),
-    "deformation": _headline_deformation,
-    "smoothness": lambda r: f"mean TV/L1 {r.mean:.4f} over {r.filters} filters",
-    "generation": lambda r: f"PSNR {r.psnr:.2f} dB (n={r.n})",
-}
-
-
-_register_builtin()
-from zoo.eval import clean as _clean  # noqa: E402,F401  (each registers its metric)
-from zoo.eval import corruptions as _corruptions  # noqa: E402,F401
-from zoo.eval import flip as _flip  # noqa: E402,F401

@@ -12,7 +12,7 @@ the prediction, under four ways of moving the image (definitions: docs/eval.md).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,9 @@ from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
 from zoo.distributed import gather_records
 from zoo.eval._batches import evaluating, iter_batches, model_device, run_chunked
 from zoo.eval.consistency import group_list
+from zoo.eval.plots import plot_sensitivity
+from zoo.eval.registry import Context, Metric, Paired, register
+from zoo.eval.report import Row, ci_columns, keyed
 from zoo.eval.results import PerImage, Result
 from zoo.stats import mean_ci, proportion_ci
 
@@ -219,3 +222,58 @@ def shift_sensitivity(
         embed_size=None if protocol == "crop" else embed_size,
         frames=frames,
     )
+
+
+def _run(ctx: Context, model: Any) -> dict[str, SensitivityResult]:
+    cfg, out = ctx.config["sensitivity"], {}
+    for protocol in cfg["protocols"]:
+        for embed in [None] if protocol == "crop" else cfg["embed_sizes"]:
+            key = protocol if embed is None else f"{protocol}@{embed}"
+            batches = ctx.batches(model, ctx.config["resize"], ctx.config["crop"], "sensitivity", key)
+            out[key] = shift_sensitivity(
+                model.module,
+                batches,
+                protocol=protocol,
+                frames=cfg["frames"],
+                canvas=cfg["canvas"],
+                embed_size=embed,
+                mean=model.mean,
+                std=model.std,
+                inpaint_iterations=cfg["inpaint_iterations"],
+                groups=ctx.groups("sensitivity"),
+                device=ctx.device,
+            )
+    return out
+
+
+def _headline(r: dict[str, SensitivityResult]) -> str:
+    return ", ".join(f"{k} {v.p_change:.3f}" for k, v in r.items())
+
+
+def _columns(v: SensitivityResult) -> Row:
+    return {
+        "protocol": v.protocol,
+        "embed_size": v.embed_size,
+        "p_change": v.p_change,
+        **ci_columns(v.p_change_ci95, prefix="p_change_"),
+        "mac": v.mac,
+        **ci_columns(v.mac_ci95, prefix="mac_"),
+        "n": v.n,
+        "pairs": v.pairs,
+    }
+
+
+def _rows(model: str, r: Mapping[str, SensitivityResult]) -> Iterator[Row]:
+    return keyed(model, r, "setting", _columns)
+
+
+def _paired(r: dict[str, SensitivityResult]) -> Paired:
+    return {
+        f"P(top-1 change) {k}": ("continuous", dict(zip(v.per_image["index"], v.per_image["p_change"])))
+        for k, v in r.items()
+    }
+
+
+register(
+    Metric("sensitivity", _run, "classifier", headline=_headline, rows=_rows, plot=plot_sensitivity, paired=_paired)
+)
