@@ -385,10 +385,6 @@ def _consistency_columns(v: ConsistencyResult) -> Row:
     }
 
 
-def _rows_consistency(model: str, r: Mapping[str, ConsistencyResult]) -> Iterator[Row]:
-    return keyed(model, r, "protocol", _consistency_columns)
-
-
 def _paired_consistency(r: dict[str, ConsistencyResult]) -> Paired:
     return {
         f"consistency {p}": ("binary", dict(zip(v.per_image["index"], v.per_image["agree"])))
@@ -433,7 +429,7 @@ register(
         _run_consistency,
         "classifier",
         headline=_headline_consistency,
-        rows=_rows_consistency,
+        rows=keyed("protocol", _consistency_columns),
         plot=plot_consistency,
         paired=_paired_consistency,
     )

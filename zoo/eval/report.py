@@ -30,10 +30,14 @@ def ci_columns(ci: Any, k: int | None = None, prefix: str = "") -> Row:
     return {f"{prefix}ci95_low": low, f"{prefix}ci95_high": high}
 
 
-def keyed(model: str, r: Mapping[str, R], key: str, columns: Callable[[R], Row]) -> Iterator[Row]:
-    """One row per entry of a result keyed by protocol or setting (column ``key``)."""
-    for name, v in r.items():
-        yield {"model": model, key: name, **columns(v)}
+def keyed(key: str, columns: Callable[[R], Row]) -> Callable[[str, Mapping[str, R]], Iterator[Row]]:
+    """The ``rows`` of a result keyed by protocol or setting: one row per entry, its key in column ``key``."""
+
+    def rows(model: str, r: Mapping[str, R]) -> Iterator[Row]:
+        for name, v in r.items():
+            yield {"model": model, key: name, **columns(v)}
+
+    return rows
 
 
 def _csv(rows: list[Row]) -> str:

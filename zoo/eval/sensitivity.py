@@ -12,7 +12,7 @@ the prediction, under four ways of moving the image (definitions: docs/eval.md).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,10 +263,6 @@ def _columns(v: SensitivityResult) -> Row:
     }
 
 
-def _rows(model: str, r: Mapping[str, SensitivityResult]) -> Iterator[Row]:
-    return keyed(model, r, "setting", _columns)
-
-
 def _paired(r: dict[str, SensitivityResult]) -> Paired:
     return {
         f"P(top-1 change) {k}": ("continuous", dict(zip(v.per_image["index"], v.per_image["p_change"])))
@@ -274,6 +270,7 @@ def _paired(r: dict[str, SensitivityResult]) -> Paired:
     }
 
 
+_rows = keyed("setting", _columns)
 register(
     Metric("sensitivity", _run, "classifier", headline=_headline, rows=_rows, plot=plot_sensitivity, paired=_paired)
 )
