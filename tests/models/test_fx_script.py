@@ -65,3 +65,23 @@ def test_symbolic_trace_scripts() -> None:
         torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=0)
         with pytest.raises(Exception, match=r"built for 3 input channels but got 1 \(input shape \(1, 1, 64, 64\)\)"):
             scripted(torch.randn(1, 1, 64, 64))  # the input check survives fx and scripting
+
+
+@pytest.mark.parametrize("name", ["resnet18_aa3", "squeezenet1_1_aa3", "unet_resnet18_aa3"])
+def test_script_survives_a_stale_builtin_id_on_a_module_attribute(name: str) -> None:
+    """torch keeps ids of freed op objects in TorchScript's builtin table; a conv's padding list allocated at
+    such an address made ``torch.jit.script`` fail ("builtin cannot be used as a value") in one CI run. Plant
+    that state on purpose: the zoo's scripting hook clears the stale entry and the model scripts."""
+    from torch.jit._builtins import _get_builtin_table
+
+    model = zoo.create(name).eval()
+    conv = next(m for m in model.modules() if type(m) is torch.nn.Conv2d and m.padding != (0, 0))
+    table, key = _get_builtin_table(), id(conv._reversed_padding_repeated_twice)
+    table[key] = "aten::pad"  # what a freed op's id left behind
+    try:
+        scripted = torch.jit.script(model)
+    finally:
+        table.pop(key, None)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), model(x), atol=1e-6)

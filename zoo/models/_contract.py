@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from zoo.constants import IMAGENET_MEAN, IMAGENET_STD
 from zoo.layers import MaxBlurPool2d, check_filter_size, normalize_pad_mode
-from zoo.models._helpers import blur_or_identity, check_input, checkpoint_seq, make_linear
+from zoo.models._helpers import blur_or_identity, check_input, checkpoint_seq, forget_stale_builtins, make_linear
 
 __all__ = ["ZooModel", "init_weights"]
 
@@ -119,6 +119,10 @@ class ZooModel(nn.Module):
         self.pretrained_cfg = {}
         self.feature_info = []
         self.min_input_size = 1
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        """``torch.jit.script`` compiles this model itself, after clearing stale builtin ids (a torch bug)."""
+        return forget_stale_builtins(self)
 
     def default_pretrained_cfg(self, name: str) -> dict[str, Any]:
         """torchvision's ImageNet eval settings; weights override them with their own metadata."""

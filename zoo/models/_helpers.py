@@ -10,7 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from zoo.layers import BlurPool2d
 
-__all__ = ["blur_or_identity", "check_input", "checkpoint_seq", "conv_out", "make_linear"]
+__all__ = ["blur_or_identity", "check_input", "checkpoint_seq", "conv_out", "forget_stale_builtins", "make_linear"]
 
 
 def _shape_text(x: Tensor) -> str:
@@ -78,3 +78,22 @@ def blur_or_identity(channels: int, filter_size: int | None, stride: int, pad_mo
 def make_linear(in_features: int, num_classes: int) -> nn.Module:
     """``nn.Linear`` or, for ``num_classes == 0``, ``nn.Identity``."""
     return nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def forget_stale_builtins(model: nn.Module) -> nn.Module:
+    """Drop TorchScript builtin-table entries that a live attribute of ``model`` now occupies; returns ``model``.
+
+    TorchScript maps builtin ops by ``id()`` (``torch.jit._builtins._builtin_table``) and torch registers ids of
+    op objects that may later be freed (``torch.ops`` packets refreshed or deleted). A module attribute allocated
+    at such a freed address, e.g. ``Conv2d._reversed_padding_repeated_twice`` (a list), is then taken for a
+    builtin op and ``torch.jit.script`` fails with "builtin cannot be used as a value", depending on memory
+    layout. A non-callable object can never be a registered op, so its entry is stale and is removed.
+    """
+    from torch.jit._builtins import _get_builtin_table
+
+    table = _get_builtin_table()
+    for module in model.modules():
+        for value in vars(module).values():
+            if id(value) in table and not callable(value):
+                del table[id(value)]
+    return model

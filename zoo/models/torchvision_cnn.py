@@ -20,6 +20,7 @@ from torch.func import functional_call
 
 from zoo.models._contract import ZooModel
 from zoo.models._head import make_global_pool
+from zoo.models._helpers import forget_stale_builtins
 from zoo.models.antialias import antialias
 
 __all__ = ["FAMILIES", "VARIANTS", "TorchvisionCNN"]
@@ -122,7 +123,7 @@ class TorchvisionCNN(ZooModel):
         The input-size check stays in the graph; activation checkpointing is not scripted (as in every family)."""
         checkpointing, self.grad_checkpointing = self.grad_checkpointing, False
         try:
-            return torch.fx.symbolic_trace(self)
+            return forget_stale_builtins(torch.fx.symbolic_trace(self))
         finally:
             self.grad_checkpointing = checkpointing
 

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from zoo.layers import ApsDown2d, BlurPool2d, aps_unpool
 from zoo.layers.kernels import pad as pad_map
 from zoo.layers.upsample import BlurUpsample2d
+from zoo.models._helpers import forget_stale_builtins
 from zoo.registry import ModelEntry, get_entry, register_resolver
 
 __all__ = ["PREFIX", "UNet", "unet_entry"]
@@ -251,7 +252,7 @@ class UNet(nn.Module):
     def __prepare_scriptable__(self) -> UNet:
         if self.aps:
             raise RuntimeError(f"{self.name}: an APS U-Net runs in eager mode only; torch.jit.script is refused")
-        return self
+        return forget_stale_builtins(self)
 
     @torch.jit.unused
     def _forward_aps(self, x):  # unannotated: TorchScript cannot resolve an unused method's string annotations
