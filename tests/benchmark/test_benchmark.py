@@ -9,6 +9,7 @@ import pytest
 
 from zoo.benchmark import BenchConfig
 from zoo.benchmark.cases import LayerCase, layer_cases
+from zoo.benchmark.memory import allocated_peak_mb
 from zoo.benchmark.report import check_targets, markdown, write_outputs
 from zoo.benchmark.timing import paired_summary, time_interleaved
 from zoo.cli.bench import add_arguments, config_from_args
@@ -68,8 +69,22 @@ def _fake_result() -> dict:
             layer_row | dict(task="forward+backward", results=train_layer),
         ],
         "memory": [
-            dict(arch="resnet18", source="official", model="resnet18", peak_step_mb=100.0, saved_activations_mb=40),
-            dict(arch="resnet18", source="zoo", model="resnet18_aa4", peak_step_mb=85.0, saved_activations_mb=38),
+            dict(
+                arch="resnet18",
+                source="official",
+                model="resnet18",
+                peak_allocated_mb=100.0,
+                peak_rss_mb=50.0,
+                saved_activations_mb=40,
+            ),
+            dict(
+                arch="resnet18",
+                source="zoo",
+                model="resnet18_aa4",
+                peak_allocated_mb=85.0,
+                peak_rss_mb=60.0,
+                saved_activations_mb=38,
+            ),
         ],
     }
 
@@ -94,11 +109,11 @@ def test_outputs_written(tmp_path) -> None:
     data = json.loads(paths["json"].read_text())
     assert len(data["targets"]) == 9
     md = paths["markdown"].read_text()
+    assert "| resnet18_aa4 | zoo | 85 | 0.85 | 60 | 1.20 | 38 | 0.95 |" in md  # the RSS peak shown, not checked
     assert "| resnet18 | inference | 8 | fp32 | NCHW | 10.0 | 13.0 ms (1.30x)" in md
     assert "| resnet18 | train | 8 | bf16 | NCHW | 10.0 | 15.0 ms (1.50x)" in md
     assert "| BlurPool2d(k=4, s=2) | forward+backward | 16x256x56x56 | NCHW | zoo[fast] | 3.00 | 2.40 | 0.70 |" in md
     assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
-    assert "| resnet18_aa4 | zoo | 85 | 0.85 | 38 | 0.95 |" in md
     assert markdown(_fake_result()).count("| no |") == 3
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -134,3 +149,24 @@ def test_cli_config_and_validation() -> None:
         BenchConfig(archs=["vgg"]).validate()
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         BenchConfig(repeats=0).validate()
+
+
+def test_allocated_peak_is_the_high_water_mark_of_live_tensors() -> None:
+    """Known answers: 8 MiB then 4 MiB one after the other peak at 8 MiB; both alive at once, 12 MiB."""
+    import torch
+
+    mib = 2**20 // 4  # float32 elements per MiB
+
+    def one_after_the_other() -> None:
+        torch.ones(8 * mib).sum()
+        torch.ones(4 * mib).sum()
+
+    def both_alive() -> None:
+        a = torch.ones(8 * mib)
+        b = torch.ones(4 * mib)
+        (a.sum() + b.sum()).item()
+
+    kept: list = []
+    assert allocated_peak_mb(one_after_the_other) == pytest.approx(8.0, abs=0.1)
+    assert allocated_peak_mb(both_alive) == pytest.approx(12.0, abs=0.1)
+    assert allocated_peak_mb(lambda: kept.append(torch.ones(2 * mib))) == pytest.approx(2.0, abs=0.1)

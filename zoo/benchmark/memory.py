@@ -1,14 +1,20 @@
 """Peak memory of one training step, each model measured in a fresh subprocess (CPU) or in process (CUDA).
 
-``tracemalloc`` does not see torch's CPU allocations, so the child process reads the kernel's
-resident-set high-water mark: it builds the model, runs one warm-up step (allocating optimizer
-state), resets ``VmHWM`` through ``/proc/self/clear_refs``, runs one more step and reports
-``VmHWM - VmRSS(before the step)``: the extra memory the step needed at its peak (activations
-saved for backward, gradients, workspace). That figure moves with the allocator's caching and a
-busy machine's page reclaim, so the child also reports the deterministic part: the distinct
-storages autograd saved for backward during the step (``saved_tensors_hooks``). Where
-``clear_refs`` is not writable the child falls back to ``ru_maxrss`` (then the figure also
-includes the warm-up step, which peaks the same).
+The child builds the model and runs one warm-up step (allocating optimizer state), then reports
+three figures of one more step:
+
+- ``peak_allocated_mb``: the peak of live tensor memory during the step, less what was live when
+  it began (activations saved for backward, gradients, workspace): the CPU twin of CUDA's
+  ``max_memory_allocated``. It is read from ``torch.profiler``'s memory timeline (every allocation
+  and free of torch's CPU allocator, in order), so it does not depend on the allocator's caching
+  and is the same in every run. ``tracemalloc`` does not see torch's allocations.
+- ``peak_rss_mb``: the kernel's resident-set high-water mark (``VmHWM`` reset through
+  ``/proc/self/clear_refs``) less ``VmRSS`` before the step: what the process really took, but it
+  moves with glibc's caching of freed blocks by tens of percent between runs. Where
+  ``clear_refs`` is not writable it falls back to ``ru_maxrss`` (then it includes the warm-up
+  step, which peaks the same).
+- ``saved_activations_mb``: the distinct storages autograd saved for backward
+  (``saved_tensors_hooks``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 
 _CHILD = """
 import json, sys
@@ -75,6 +82,26 @@ def _saved_activation_mb(step, saved: dict[int, int]) -> float:  # type: ignore[
     return sum(n for ptr, n in saved.items() if ptr not in own) / 2**20
 
 
+def allocated_peak_mb(fn: Callable[[], object]) -> float:
+    """Peak of torch's live CPU tensor memory while ``fn()`` runs, less what was live at its start, in MiB."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import Action, MemoryProfileTimeline  # behind export_memory_timeline
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        fn()
+    live = peak = 0  # tensors that existed before fn (Action.PREEXISTING) are the baseline, not counted
+    for _, action, (key, _version), nbytes in MemoryProfileTimeline(prof._memory_profile()).timeline:
+        if key.device != torch.device("cpu"):
+            continue
+        if action == Action.CREATE:
+            live += nbytes
+            peak = max(peak, live)
+        elif action == Action.DESTROY:
+            live -= nbytes
+    return peak / 2**20
+
+
 def _child_step(source: str, name: str, batch: int, size: int, threads: int, channels_last: bool) -> dict:
     import gc
     import resource
@@ -96,10 +123,11 @@ def _child_step(source: str, name: str, batch: int, size: int, threads: int, cha
     step(saved)
     peak = _status_kb("VmHWM") if method.startswith("VmHWM") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "peak_step_mb": (peak - before) / 1024,
+        "peak_allocated_mb": allocated_peak_mb(step),
+        "peak_rss_mb": (peak - before) / 1024,
         "saved_activations_mb": _saved_activation_mb(step, saved),
         "rss_before_mb": before / 1024,
-        "method": method,
+        "rss_method": method,
     }
 
 
@@ -130,8 +158,6 @@ def cuda_step_peak(source: str, name: str, batch: int, size: int, channels_last:
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - before
     return {
-        "peak_step_mb": peak / 2**20,
+        "peak_allocated_mb": peak / 2**20,  # torch.cuda.max_memory_allocated less the memory live before
         "saved_activations_mb": _saved_activation_mb(step, saved),
-        "rss_before_mb": before / 2**20,
-        "method": "torch.cuda.max_memory_allocated",
     }
