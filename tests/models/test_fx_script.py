@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from support.threads import one_thread  # noqa: F401 (autouse fixture)
+from support.torchscript import fresh_torchscript  # noqa: F401 (autouse fixture)
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import zoo
