@@ -41,6 +41,9 @@ def test_copy_floor_factor() -> None:
     assert {c.shape for c in layer_cases(quick=False)} == {(16, 256, 56, 56), (8, 64, 112, 112)}
 
 
+_MEMORY_KEYS = ("source", "model", "peak_allocated_mb", "peak_rss_mb", "saved_activations_mb")
+
+
 def _fake_result() -> dict:
     res = {s: {"median_ms": 10.0 * r, "ratio": r} for s, r in
            [("torchvision", 1.0), ("zoo", 1.3), ("official", 1.7), ("timm", 1.1)]}  # fmt: skip
@@ -69,22 +72,8 @@ def _fake_result() -> dict:
             layer_row | dict(task="forward+backward", results=train_layer),
         ],
         "memory": [
-            dict(
-                arch="resnet18",
-                source="official",
-                model="resnet18",
-                peak_allocated_mb=100.0,
-                peak_rss_mb=50.0,
-                saved_activations_mb=40,
-            ),
-            dict(
-                arch="resnet18",
-                source="zoo",
-                model="resnet18_aa4",
-                peak_allocated_mb=85.0,
-                peak_rss_mb=60.0,
-                saved_activations_mb=38,
-            ),
+            dict(zip(_MEMORY_KEYS, values), arch="resnet18")
+            for values in [("official", "resnet18", 100.0, 50.0, 40), ("zoo", "resnet18_aa4", 85.0, 60.0, 38)]
         ],
     }
 

@@ -72,7 +72,7 @@ def test_channels_last_kept_through_forward_and_backward() -> None:
 
 @pytest.mark.parametrize(("kernel", "padding"), [(2, 0), (3, 1), (3, 0)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_dense_max_backward_is_one_scatter_and_equals_max_pool_on_ties(
+def test_dense_max_backward_saves_no_mask_and_equals_max_pool_on_ties(
     kernel: int, padding: int, channels_last: bool
 ) -> None:
     torch.manual_seed(1)
@@ -82,14 +82,26 @@ def test_dense_max_backward_is_one_scatter_and_equals_max_pool_on_ties(
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     out, saved = _saved_during(blur_mod.dense_max_pool, xa, kernel, padding, "fast")
     names = _grad_fns(out)
-    assert "MaxPool2DWithIndicesBackward0" in names and "MaximumBackward0" not in names
-    assert len(saved) == 2  # the input and the argmax indices, not one mask per tap
+    assert "MaximumBackward0" not in names  # never one saved mask per tap
+    if channels_last:  # the native channels-last kernel: input + argmax indices
+        assert "MaxPool2DWithIndicesBackward0" in names and len(saved) == 2
+    else:  # recomputed from the input alone
+        assert "_DenseMaxBackward" in names and [t.shape for t in saved] == [x.shape]
     ref = F.max_pool2d(xb, kernel, stride=1, padding=padding)
     assert torch.equal(out, ref)
     weights = torch.rand_like(ref)
     (out * weights).sum().backward()
     (ref * weights).sum().backward()
-    assert torch.equal(xa.grad, xb.grad)
+    assert torch.allclose(xa.grad, xb.grad, rtol=0, atol=1e-12)  # a tie given to another input differs by O(1)
+
+
+@pytest.mark.parametrize(("kernel", "padding"), [(2, 0), (3, 1), (2, 1)])
+def test_dense_max_recomputing_backward_passes_gradcheck(kernel: int, padding: int) -> None:
+    torch.manual_seed(4)
+    x = torch.randn(1, 2, 6, 5, dtype=torch.float64, requires_grad=True)  # continuous: no ties
+    fn = lambda t: blur_mod.dense_max_pool(t, kernel, padding, "fast")  # noqa: E731
+    assert "_DenseMaxBackward" in _grad_fns(fn(x))
+    assert torch.autograd.gradcheck(fn, (x,))
 
 
 def test_max_blur_training_step_matches_reference() -> None:

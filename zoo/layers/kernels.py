@@ -16,10 +16,10 @@
   spreads along its whole row/column (``0 * inf``); finite inputs are exact up to rounding.
 * ``blur_slices``: pad + separable sum of strided slices; what ``torch.compile`` fuses into a loop.
 * ``dense_max``: stride-1 max-pool as separable ``torch.maximum`` of shifted slices, 5-10x faster
-  than ``max_pool2d(k, stride=1)`` on CPU, used where no gradient is recorded (eager training uses
-  ``max_pool2d``, whose backward is one scatter). Same values; differentiated through
-  ``torch.compile``, exact ties share the gradient instead of giving it to one input (both are
-  valid subgradients).
+  than ``max_pool2d(k, stride=1)`` on CPU. In eager NCHW training ``dense_max_recomputing`` adds a
+  backward that saves only the input and recomputes each window's first maximum (``max_pool2d``'s
+  gradients, ties included). Same values; differentiated through ``torch.compile``, exact ties
+  share the gradient instead of giving it to one input (both are valid subgradients).
 
 Which kernel runs is decided in one place, :func:`zoo.layers.blur.blur_downsample`'s dispatch.
 """
@@ -46,6 +46,7 @@ __all__ = [
     "blur_slices",
     "check_filter_size",
     "dense_max",
+    "dense_max_recomputing",
     "max_blur_slices",
     "normalize_pad_mode",
     "pad",
@@ -295,14 +296,22 @@ def blur_slices(x: Tensor, filt: Tensor, stride: tuple[int, int], pads: tuple[in
     return out
 
 
+def _pad_axis(x: Tensor, dim: int, before: int, after: int | None = None, value: float = float("-inf")) -> Tensor:
+    """``x`` padded on axis ``dim`` (2 or 3) by ``before``/``after`` (default: the same) with ``value``;
+    ``-inf`` is how ``max_pool2d`` pads."""
+    after = before if after is None else after
+    if not before and not after:
+        return x
+    pads = [0, 0, 0, 0]
+    pads[2 * (3 - dim)] = before
+    pads[2 * (3 - dim) + 1] = after
+    return F.pad(x, pads, mode="constant", value=value)
+
+
 def _max_along(x: Tensor, dim: int, kernel: int, padding: int) -> Tensor:
     if kernel == 1 and padding == 0:
         return x
-    if padding:
-        pad = [0, 0, 0, 0]
-        pad[2 * (3 - dim)] = padding
-        pad[2 * (3 - dim) + 1] = padding
-        x = F.pad(x, pad, mode="constant", value=float("-inf"))
+    x = _pad_axis(x, dim, padding)
     n_out = x.shape[dim] - kernel + 1
     out = torch.maximum(x.narrow(dim, 0, n_out), x.narrow(dim, 1, n_out))
     for i in range(2, kernel):
@@ -313,6 +322,68 @@ def _max_along(x: Tensor, dim: int, kernel: int, padding: int) -> Tensor:
 def dense_max(x: Tensor, kernel: int, padding: int) -> Tensor:
     """``max_pool2d(x, kernel, stride=1, padding)`` as separable maxima of shifted slices."""
     return _max_along(_max_along(x, 3, kernel, padding), 2, kernel, padding)
+
+
+def _wins_along(x: Tensor, dim: int, kernel: int) -> tuple[list[Tensor], Tensor]:
+    """Along ``dim`` of a padded ``x``: for taps ``1..k-1``, 1.0 where the tap beats every earlier tap of its
+    window (strictly), and the window maxima. The first maximum of a window is its last such tap (or tap 0)."""
+    n_out = x.shape[dim] - kernel + 1
+    best = x.narrow(dim, 0, n_out)
+    wins = []
+    for t in range(1, kernel):
+        tap = x.narrow(dim, t, n_out)
+        wins.append(torch.gt(tap, best, out=tap.new_empty(tap.shape)))  # float out: 3x faster than bool + cast
+        best = torch.maximum(best, tap)
+    return wins, best
+
+
+def _scatter_along(dy: Tensor, wins: list[Tensor], dim: int, size: int, padding: int) -> Tensor:
+    """Backward of one axis: each window's gradient goes to its first maximum; the padding's share is dropped."""
+    n_out = dy.shape[dim]
+    rest, parts = dy, []
+    for t in range(len(wins), 0, -1):
+        part = rest * wins[t - 1]
+        parts.append((t, part))
+        rest = rest - part
+    grad = _pad_axis(rest, dim, 0, len(wins), 0.0)  # tap 0's share, widened to the padded axis
+    for t, part in parts:
+        grad.narrow(dim, t, n_out).add_(part)
+    return grad.narrow(dim, padding, size) if padding else grad
+
+
+class _DenseMax(torch.autograd.Function):
+    """Dense max-pool whose backward recomputes the winners from the input: it saves only ``x``.
+
+    Each window's gradient goes to its first maximum in row-major order, as in ``max_pool2d``
+    (the W pass keeps each row's first maximum, the H pass the first such row), so exact ties give
+    the same gradients. ``max_pool2d`` also saves int64 argmax indices, and its NCHW stride-1
+    forward is several times slower than the slices.
+    """
+
+    @staticmethod
+    def forward(x: Tensor, kernel: int, padding: int) -> Tensor:
+        return dense_max(x, kernel, padding)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
+        ctx.save_for_backward(inputs[0])
+        ctx.kernel, ctx.padding = inputs[1], inputs[2]
+
+    @staticmethod
+    def backward(ctx, dy: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[no-untyped-def]
+        (x,) = ctx.saved_tensors
+        k, p = ctx.kernel, ctx.padding
+        wins_w, rows = _wins_along(_pad_axis(x, 3, p), 3, k)
+        wins_h, _ = _wins_along(_pad_axis(rows, 2, p), 2, k)
+        d_rows = _scatter_along(dy, wins_h, 2, rows.shape[2], p)
+        return _scatter_along(d_rows, wins_w, 3, x.shape[3], p), None, None
+
+
+def dense_max_recomputing(x: Tensor, kernel: int, padding: int) -> Tensor:
+    """``dense_max`` with a custom backward that saves only ``x`` (see ``_DenseMax``); for eager autograd."""
+    if kernel == 1 and padding == 0:
+        return x
+    return _DenseMax.apply(x, kernel, padding)
 
 
 def max_blur_slices(
