@@ -324,30 +324,34 @@ def dense_max(x: Tensor, kernel: int, padding: int) -> Tensor:
     return _max_along(_max_along(x, 3, kernel, padding), 2, kernel, padding)
 
 
-def _wins_along(x: Tensor, dim: int, kernel: int) -> tuple[list[Tensor], Tensor]:
-    """Along ``dim`` of a padded ``x``: for taps ``1..k-1``, 1.0 where the tap beats every earlier tap of its
-    window (strictly), and the window maxima. The first maximum of a window is its last such tap (or tap 0)."""
+def _wins_along(x: Tensor, dim: int, kernel: int) -> list[Tensor]:
+    """Along ``dim`` of a padded ``x``, for taps ``1..k-1``: 1.0 where the tap beats every earlier tap of its
+    window (strictly). A window's first maximum is its last such tap, or tap 0."""
     n_out = x.shape[dim] - kernel + 1
     best = x.narrow(dim, 0, n_out)
     wins = []
     for t in range(1, kernel):
         tap = x.narrow(dim, t, n_out)
         wins.append(torch.gt(tap, best, out=tap.new_empty(tap.shape)))  # float out: 3x faster than bool + cast
-        best = torch.maximum(best, tap)
-    return wins, best
+        if t < kernel - 1:
+            best = torch.maximum(best, tap)
+    return wins
 
 
 def _scatter_along(dy: Tensor, wins: list[Tensor], dim: int, size: int, padding: int) -> Tensor:
-    """Backward of one axis: each window's gradient goes to its first maximum; the padding's share is dropped."""
+    """Backward of one axis: each window's gradient goes to its first maximum; the padding's share is dropped.
+
+    Every tap's share is either the window's whole gradient or 0, so the subtractions are exact.
+    """
     n_out = dy.shape[dim]
-    rest, parts = dy, []
+    grad = _pad_axis(dy, dim, 0, len(wins), 0.0)  # all to tap 0, then moved to the winning taps
+    rest = dy
     for t in range(len(wins), 0, -1):
         part = rest * wins[t - 1]
-        parts.append((t, part))
-        rest = rest - part
-    grad = _pad_axis(rest, dim, 0, len(wins), 0.0)  # tap 0's share, widened to the padded axis
-    for t, part in parts:
+        grad.narrow(dim, 0, n_out).sub_(part)
         grad.narrow(dim, t, n_out).add_(part)
+        if t > 1:
+            rest = rest - part
     return grad.narrow(dim, padding, size) if padding else grad
 
 
@@ -357,7 +361,8 @@ class _DenseMax(torch.autograd.Function):
     Each window's gradient goes to its first maximum in row-major order, as in ``max_pool2d``
     (the W pass keeps each row's first maximum, the H pass the first such row), so exact ties give
     the same gradients. ``max_pool2d`` also saves int64 argmax indices, and its NCHW stride-1
-    forward is several times slower than the slices.
+    forward is several times slower than the slices. The backward holds at most two full-size
+    temporaries besides its input and output.
     """
 
     @staticmethod
@@ -373,9 +378,12 @@ class _DenseMax(torch.autograd.Function):
     def backward(ctx, dy: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[no-untyped-def]
         (x,) = ctx.saved_tensors
         k, p = ctx.kernel, ctx.padding
-        wins_w, rows = _wins_along(_pad_axis(x, 3, p), 3, k)
-        wins_h, _ = _wins_along(_pad_axis(rows, 2, p), 2, k)
-        d_rows = _scatter_along(dy, wins_h, 2, rows.shape[2], p)
+        rows = _max_along(x, 3, k, p)  # the W pass of the forward
+        wins_h = _wins_along(_pad_axis(rows, 2, p), 2, k)
+        del rows
+        d_rows = _scatter_along(dy, wins_h, 2, x.shape[2], p)
+        del wins_h
+        wins_w = _wins_along(_pad_axis(x, 3, p), 3, k)
         return _scatter_along(d_rows, wins_w, 3, x.shape[3], p), None, None
 
 
