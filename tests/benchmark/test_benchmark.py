@@ -159,3 +159,17 @@ def test_allocated_peak_is_the_high_water_mark_of_live_tensors() -> None:
     assert allocated_peak_mb(one_after_the_other) == pytest.approx(8.0, abs=0.1)
     assert allocated_peak_mb(both_alive) == pytest.approx(12.0, abs=0.1)
     assert allocated_peak_mb(lambda: kept.append(torch.ones(2 * mib))) == pytest.approx(2.0, abs=0.1)
+
+
+def test_cpu_name_is_read_from_cpuinfo_and_shown_in_the_report(tmp_path) -> None:
+    from zoo.benchmark.run import cpu_name
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\nflags\t: avx512f\n")
+    assert cpu_name(str(info)) == "AMD EPYC 9R14"
+    assert cpu_name(str(tmp_path / "missing"))  # falls back to platform's name: never empty
+    result = _fake_result()
+    result["env"] = {"torch": "x", "threads": 2, "device": "cpu", "processor": "AMD EPYC 9R14"}
+    assert markdown(result).startswith("Benchmark: torch x, cpu (AMD EPYC 9R14), 2 threads,")
+    result["env"] = {"torch": "x", "threads": 2, "device": "NVIDIA H200", "processor": "AMD EPYC 9R14"}
+    assert markdown(result).startswith("Benchmark: torch x, NVIDIA H200, 2 threads,")

@@ -140,10 +140,15 @@ def check_targets(result: dict) -> list[dict]:
     return checks
 
 
+def _device(env: dict) -> str:
+    device = env.get("device", "cpu")
+    return f"{device} ({env['processor']})" if device == "cpu" and env.get("processor") else device
+
+
 def markdown(result: dict) -> str:
     cfg, env = result["config"], result["env"]
     parts = [
-        f"Benchmark: torch {env['torch']}, {env.get('device', 'cpu')}, {env['threads']} threads, "
+        f"Benchmark: torch {env['torch']}, {_device(env)}, {env['threads']} threads, "
         f"{'/'.join(cfg.get('precisions', ['fp32']))}, {cfg['image_size']} px, "
         f"{cfg['repeats']} interleaved repeats (layers {cfg['layer_repeats']}); ratios are medians of paired "
         "per-round ratios (models: to torchvision; layers: to the copy-bound floor and to the official layer; "

@@ -207,6 +207,19 @@ def bench_memory(cfg: BenchConfig) -> list[dict]:
     return rows
 
 
+def cpu_name(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU model (Linux ``/proc/cpuinfo``'s ``model name``), else what ``platform`` knows.
+
+    Kernel speed ratios depend on it (BLAS and oneDNN pick code paths per CPU), so results record it.
+    """
+    with contextlib.suppress(OSError), open(cpuinfo, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    return platform.processor() or platform.machine()
+
+
 def run_benchmark(cfg: BenchConfig) -> dict:
     """Run every section enabled in ``cfg`` and return the results (see ``report`` for output)."""
     cfg.validate()
@@ -218,7 +231,7 @@ def run_benchmark(cfg: BenchConfig) -> dict:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "machine": platform.machine(),
-            "processor": platform.processor(),
+            "processor": cpu_name(),
             "threads": torch.get_num_threads(),
             "device": cfg.device if cfg.device == "cpu" else torch.cuda.get_device_name(),
             "dtype": "float32",
