@@ -205,8 +205,14 @@ class ZooModel(nn.Module):
         size, then ``init_weights(self, **init)``."""
         self._set_pool(self.global_pool_type)
         self._add_classifier()
+        self._record_trunk()
         self.min_input_size = self._min_size()
         init_weights(self, **init)
+
+    def _record_trunk(self) -> list[str]:
+        """Record (and return) the names of the children ``forward_features`` runs: all but the head's."""
+        self._trunk_names = [n for n, _ in self.named_children() if n not in self.head_names]
+        return self._trunk_names
 
     def _check(self, x: Tensor) -> None:
         if not torch.jit.is_scripting():
@@ -222,14 +228,14 @@ class ZooModel(nn.Module):
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return self._forward_checkpointed(x)
         for name, module in self.named_children():
-            if name != "global_pool" and name != self.classifier_name.split(".")[0]:
+            if name in self._trunk_names:
                 x = module(x)
         return x
 
     @torch.jit.unused
     def _forward_checkpointed(self, x: Tensor) -> Tensor:
         for name, module in self.named_children():
-            if name not in self.head_names:
+            if name in self._trunk_names:
                 x = checkpoint_seq(module, x) if isinstance(module, nn.Sequential) else module(x)
         return x
 

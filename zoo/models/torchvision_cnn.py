@@ -105,8 +105,7 @@ class TorchvisionCNN(ZooModel):
         if self.num_classes == 0:
             self._set_classifier(0)
         self.min_input_size = min_sizes[self.filter_size is not None]
-        self._trunk_names = [n for n, _ in self.named_children() if n not in self.head_names]
-        self.feature_info = feature_levels(self, self._trunk_names, input_size)
+        self.feature_info = feature_levels(self, self._record_trunk(), input_size)
 
     @property
     def head_names(self) -> tuple[str, ...]:
@@ -152,15 +151,6 @@ class TorchvisionCNN(ZooModel):
         else:
             new = nn.Linear(self.num_features * self.global_pool.feat_mult(), num_classes)
         setattr(owner, leaf, new)
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        self._check(x)
-        if self.grad_checkpointing:
-            return self._forward_checkpointed(x)
-        for name, module in self.named_children():
-            if name in self._trunk_names:
-                x = module(x)
-        return x
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         if self.family == "squeezenet":  # dropout -> 1x1 conv classifier -> ReLU -> global pool
