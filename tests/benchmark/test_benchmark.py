@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import pytest
 
 from zoo.benchmark import BenchConfig
-from zoo.benchmark.cases import LayerCase, layer_cases
+from zoo.benchmark.cases import FRESH_COPY, LayerCase, layer_cases
 from zoo.benchmark.memory import allocated_peak_mb
 from zoo.benchmark.report import check_targets, markdown, write_outputs
 from zoo.benchmark.timing import paired_summary, time_interleaved
@@ -56,6 +57,7 @@ def _fake_result() -> dict:
              "official": {"median_ms": 10.0, "x_floor": 16.0, "x_official": 1.0}}  # fmt: skip
     train_layer = {"copy": {"median_ms": 1.0, "x_floor": 0.8, "x_official": 0.1},
                    "zoo[fast]": {"median_ms": 3.0, "x_floor": 2.4, "x_official": 0.7},
+                   FRESH_COPY: {"median_ms": 1.5, "x_floor": 1.2, "x_official": 0.4},
                    "official": {"median_ms": 4.0, "x_floor": 3.2, "x_official": 1.0}}  # fmt: skip
     model = dict(arch="resnet18", batch=8, channels_last=False, precision="fp32", names=names)
     layer_row = dict(layer="BlurPool2d(k=4, s=2)", shape=[16, 256, 56, 56], channels_last=False, floor_ms=0.6)
@@ -102,6 +104,7 @@ def test_outputs_written(tmp_path) -> None:
     assert "| resnet18 | inference | 8 | fp32 | NCHW | 10.0 | 13.0 ms (1.30x)" in md
     assert "| resnet18 | train | 8 | bf16 | NCHW | 10.0 | 15.0 ms (1.50x)" in md
     assert "| BlurPool2d(k=4, s=2) | forward+backward | 16x256x56x56 | NCHW | zoo[fast] | 3.00 | 2.40 | 0.70 |" in md
+    assert "| NCHW | copy into a new tensor (x.clone()) | 1.50 | 1.20 | 0.40 |" in md
     assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
     assert markdown(_fake_result()).count("| no |") == 3
     assert not list(tmp_path.glob(".*.tmp"))
@@ -173,3 +176,15 @@ def test_cpu_name_is_read_from_cpuinfo_and_shown_in_the_report(tmp_path) -> None
     assert markdown(result).startswith("Benchmark: torch x, cpu (AMD EPYC 9R14), 2 threads,")
     result["env"] = {"torch": "x", "threads": 2, "device": "NVIDIA H200", "processor": "AMD EPYC 9R14"}
     assert markdown(result).startswith("Benchmark: torch x, NVIDIA H200, 2 threads,")
+
+
+def test_layer_rows_time_a_fresh_copy_next_to_the_backward() -> None:
+    """A real (quick) layer run: the forward+backward rows also time ``x.clone()``, the forward rows do not."""
+    from zoo.benchmark.run import bench_layers
+
+    cfg = replace(BenchConfig.quick(), layer_repeats=1, channels_last=[False])
+    rows = bench_layers(cfg)
+    assert {r["task"] for r in rows} == {"forward", "forward+backward"}
+    for r in rows:
+        assert (FRESH_COPY in r["results"]) == (r["task"] == "forward+backward")
+        assert all(v["median_ms"] > 0 and v["x_floor"] > 0 for v in r["results"].values())

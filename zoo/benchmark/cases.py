@@ -49,6 +49,11 @@ def build_group(arch: str) -> dict[str, nn.Module]:
     return models
 
 
+# Timed next to every layer case: ``x.clone()``, a copy into a newly allocated tensor. A backward must return a
+# new ``dx`` of the input's size, so this row shows how much of the floor gap is the allocator's fresh pages.
+FRESH_COPY = "fresh copy"
+
+
 @dataclass(frozen=True)
 class LayerCase:
     """A layer benchmark: input shape, stride of the copy-bound floor, candidates by name."""

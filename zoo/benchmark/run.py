@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from zoo.benchmark.cases import MODEL_GROUPS, build_group, layer_cases
+from zoo.benchmark.cases import FRESH_COPY, MODEL_GROUPS, build_group, layer_cases
 from zoo.benchmark.memory import cuda_step_peak, training_step_peak
 from zoo.benchmark.timing import paired_summary, time_interleaved
 
@@ -170,6 +170,7 @@ def bench_layers(cfg: BenchConfig) -> list[dict]:
                     for name, layer in layers.items():
                         fns[name] = lambda layer=layer, x=x: _no_grad_call(layer, x)
                 else:
+                    fns[FRESH_COPY] = lambda x=x: x.clone()  # what writing a new input-size tensor (the dx) costs
                     xg = x.detach().clone().requires_grad_()
                     for name, layer in layers.items():
                         with torch.no_grad():  # per layer: timm's symmetric padding gives another shape
