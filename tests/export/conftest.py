@@ -1,4 +1,4 @@
-"""The export tests share the timm tests' model helpers (``timm_testlib``: scramble, small_size, rand_input)."""
+"""The export tests share the timm tests' model helpers (``timm_testlib``: small_size, rand_input)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ import pytest
 import timm
 import torch
 from onnx import TensorProto, helper
-from timm_testlib import rand_input, scramble, small_size
+from support.scramble import scramble
+from timm_testlib import rand_input, small_size
 
 from zoo.export import compile_report, downgrade_opset_18_to_17, onnx_max_abs_diff, to_onnx
 from zoo.layers import BlurConv2d, BlurPool2d, MaxBlurPool2d

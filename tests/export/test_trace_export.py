@@ -11,7 +11,8 @@ import warnings
 import onnxruntime as ort
 import pytest
 import torch
-from timm_testlib import scramble, small_size
+from support.scramble import scramble
+from timm_testlib import small_size
 from torch import nn
 
 import zoo

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.scramble import scramble
 from support.threads import one_thread  # noqa: F401 (autouse fixture)
 from support.torchscript import fresh_torchscript  # noqa: F401 (autouse fixture)
 from torchvision.models.feature_extraction import create_feature_extractor
@@ -27,21 +28,10 @@ CASES = [
 ]  # torchvision_cnn: test_tv_cnn.py
 
 
-def _scramble_bn(model: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial BN statistics, so outputs are O(1) and a wrong graph cannot pass by being ~0."""
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-    return model
-
-
 @pytest.mark.parametrize("name", CASES)
 def test_fx_feature_extractor_scripts_and_matches_eager(name: str) -> None:
     torch.manual_seed(0)
-    model = _scramble_bn(zoo.create(name, num_classes=5)).eval()
+    model = scramble(zoo.create(name, num_classes=5)).eval()
     level = model.feature_info[1]["module"]
     fx_model = create_feature_extractor(model, return_nodes={level: "mid", model.classifier_name: "logits"})
     scripted = torch.jit.script(fx_model)
@@ -59,7 +49,7 @@ def test_fx_feature_extractor_scripts_and_matches_eager(name: str) -> None:
 
 def test_symbolic_trace_scripts() -> None:
     """Plain ``torch.fx.symbolic_trace`` of the whole model, then script (timm's fx + TorchScript check)."""
-    model = _scramble_bn(zoo.create("resnet18_aa4", num_classes=3)).eval()
+    model = scramble(zoo.create("resnet18_aa4", num_classes=3)).eval()
     scripted = torch.jit.script(torch.fx.symbolic_trace(model))
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

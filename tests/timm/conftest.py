@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from support.hub_server import HubServer
-from timm_testlib import TAG, TEST_ORG, scramble
+from support.scramble import scramble
+from timm_testlib import TAG, TEST_ORG
 
 import zoo
 from zoo.release import push_weights
